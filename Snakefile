@@ -1,0 +1,33 @@
+# routerr1: Router-R1 as one reproducible Snakemake DAG.
+#   snakemake --cores 2 results/pareto.pdf            (embedded CPU default)
+#   snakemake --configfile config/smoke.yaml ...      (tiny end-to-end check)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+from routerr1.config import validate_config  # noqa: E402
+
+# cross-field checks (unknown model keys, duplicate names, missing folders) before any job runs
+config.update(validate_config(config))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/pool.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/pareto.pdf",
+        "results/summary.md",

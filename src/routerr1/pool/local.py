@@ -1,0 +1,248 @@
+"""In-process pool member: batched greedy question answering with transformers.
+
+A ``LocalModel`` wraps one Hugging Face model folder (see ``routerr1.models.fetch_model``) and
+answers short factual questions:
+
+* ``chat`` style (instruct models): one user message asking for a short, direct answer, through
+  the tokenizer's chat template. Small instruct models ramble otherwise (DESIGN section 3).
+* ``fewshot`` style (base models): three ``Question: ...\\nAnswer: ...`` examples, then the
+  question; generation stops at the first newline.
+
+Requests are sorted by prompt length and batched, so left padding stays small. Torch thread
+counts are the caller's business (set them from the config).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+log = logging.getLogger(__name__)
+
+PROMPT_STYLES = ("chat", "fewshot")
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+DEFAULT_FEWSHOT: tuple[tuple[str, str], ...] = (
+    ("What is the capital city of Australia?", "Canberra"),
+    ("Who wrote the novel Pride and Prejudice?", "Jane Austen"),
+    ("In what year did the Berlin Wall fall?", "1989"),
+)
+CHAT_INSTRUCTION = (
+    "Answer the question with a short, direct answer of a few words. "
+    "Give only the answer, no explanation and no full sentence.\n\nQuestion: {question}"
+)
+# Turn-end tokens that instruct models emit instead of (or besides) the tokenizer's EOS.
+_TURN_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "<eos>")
+_ANSWER_PREFIX = re.compile(
+    r"^\s*(?:(?:the\s+)?(?:final\s+|short\s+)?answer\s*(?:is\s*:?|:)|a\s*:)\s*", re.IGNORECASE
+)
+
+
+@dataclass
+class Generation:
+    """One answer.
+
+    ``in_tokens``: prompt tokens, padding excluded. ``out_tokens``: tokens generated up to and
+    including the EOS or the stop token (tokens after the cut in post-processing still count:
+    they were computed). ``latency_s``: wall time of the whole batch the request ran in, i.e.
+    the latency a caller in that batch observes. ``error``: set (and ``text`` empty) when the
+    batch failed.
+    """
+
+    text: str
+    in_tokens: int
+    out_tokens: int
+    latency_s: float
+    error: str | None = None
+
+
+def clean_answer(text: str) -> str:
+    """Strip, cut at the first newline, drop an 'Answer:' / 'The answer is' prefix."""
+    text = text.strip()
+    text = text.split("\n", 1)[0]
+    return _ANSWER_PREFIX.sub("", text, count=1).strip()
+
+
+class _StopOnTokens(StoppingCriteria):
+    """Stops each row once its last token is in ``stop_ids`` or decodes to text with a newline.
+
+    Decoding only the newest token per row (cached per id) avoids scanning a 262k vocabulary.
+    """
+
+    def __init__(self, tokenizer, stop_ids: set[int], stop_on_newline: bool) -> None:
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.stop_on_newline = stop_on_newline
+        self._has_newline: dict[int, bool] = {}
+
+    def is_stop(self, token_id: int) -> bool:
+        if token_id in self.stop_ids:
+            return True
+        if not self.stop_on_newline:
+            return False
+        if token_id not in self._has_newline:
+            piece = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._has_newline[token_id] = "\n" in piece
+        return self._has_newline[token_id]
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        last = input_ids[:, -1].tolist()
+        return torch.tensor([self.is_stop(t) for t in last], dtype=torch.bool)
+
+
+class LocalModel:
+    """A Hugging Face causal LM answering questions in batches, greedily, in process."""
+
+    def __init__(
+        self,
+        path: Path,
+        prompt_style: str = "chat",
+        dtype: str = "bfloat16",
+        max_batch_size: int = 16,
+        fewshot: Sequence[tuple[str, str]] = DEFAULT_FEWSHOT,
+        system_prompt: str | None = None,
+        stop_at_newline: bool | None = None,
+        chat_examples: bool = False,
+    ) -> None:
+        """``stop_at_newline`` defaults to True for fewshot and False for chat (chat models
+        may open with a newline; their answers are cut at the first newline anyway).
+        ``chat_examples`` (chat style) puts the ``fewshot`` pairs before the question as earlier
+        user/assistant turns: longer prompts, but small models then answer in a few words."""
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style: {prompt_style!r} is not one of {PROMPT_STYLES}")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size: {max_batch_size!r} must be at least 1")
+        self.path = Path(path)
+        self.prompt_style = prompt_style
+        self.max_batch_size = max_batch_size
+        self.fewshot = tuple(fewshot)
+        self.system_prompt = system_prompt
+        self.chat_examples = chat_examples
+        self.stop_at_newline = (
+            prompt_style == "fewshot" if stop_at_newline is None else bool(stop_at_newline)
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if prompt_style == "chat" and not self.tokenizer.chat_template:
+            raise ValueError(
+                f"prompt_style: 'chat' needs a chat template, and {str(self.path)!r} has none "
+                "(a base model? use 'fewshot')"
+            )
+        # "auto": bf16, since the pool runs on CPU where AMX makes bf16 the fast path.
+        torch_dtype = torch.bfloat16 if dtype == "auto" else DTYPES[dtype]
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype)
+        self.model.eval()
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for value in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value is not None:
+                ids.update(value)
+        if self.prompt_style == "chat":
+            vocab = self.tokenizer.get_vocab()
+            ids.update(vocab[t] for t in _TURN_END_TOKENS if t in vocab)
+        return ids
+
+    def prompt(self, question: str) -> str:
+        """The full prompt text for ``question`` in this model's style."""
+        if self.prompt_style == "chat":
+            messages = []
+            if self.system_prompt:
+                messages.append({"role": "system", "content": self.system_prompt})
+            for q, a in self.fewshot if self.chat_examples else ():
+                messages.append({"role": "user", "content": CHAT_INSTRUCTION.format(question=q)})
+                messages.append({"role": "assistant", "content": a})
+            content = CHAT_INSTRUCTION.format(question=question.strip())
+            messages.append({"role": "user", "content": content})
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in self.fewshot)
+        return f"{shots}Question: {question.strip()}\nAnswer:"
+
+    def encode(self, question: str) -> list[int]:
+        """Prompt token ids. Chat templates carry their own special tokens; fewshot prompts get
+        the tokenizer's (e.g. Gemma's BOS)."""
+        add_special = self.prompt_style == "fewshot"
+        return self.tokenizer(self.prompt(question), add_special_tokens=add_special).input_ids
+
+    def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]:
+        """Answer each question; results are in input order. A failing batch yields
+        Generations with ``error`` set instead of raising."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: {max_new_tokens!r} must be at least 1")
+        encoded = [self.encode(q) for q in questions]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
+        for start in range(0, len(order), self.max_batch_size):
+            batch = order[start : start + self.max_batch_size]
+            gens = self._run_batch([encoded[i] for i in batch], max_new_tokens)
+            for i, gen in zip(batch, gens, strict=True):
+                results[i] = gen
+        return [g for g in results if g is not None]
+
+    def _run_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:
+        t0 = time.perf_counter()
+        try:
+            rows = self._generate(prompts, max_new_tokens)
+        except Exception as exc:  # one bad batch must not take the pool down
+            latency = time.perf_counter() - t0
+            log.exception("generation failed for a batch of %d prompts", len(prompts))
+            error = f"{type(exc).__name__}: {exc}"
+            return [Generation("", len(p), 0, latency, error=error) for p in prompts]
+        latency = time.perf_counter() - t0
+        return [
+            Generation(clean_answer(text), len(p), n_out, latency)
+            for p, (text, n_out) in zip(prompts, rows, strict=True)
+        ]
+
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[tuple[str, int]]:
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        stopper = _StopOnTokens(self.tokenizer, self.stop_ids, self.stop_at_newline)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=sorted(self.stop_ids),
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([stopper]),
+            )
+        rows = []
+        for generated in out[:, width:].tolist():
+            # generate() pads finished rows; the row ends at its first stop token.
+            n_out = next(
+                (k + 1 for k, t in enumerate(generated) if stopper.is_stop(t)), len(generated)
+            )
+            text = self.tokenizer.decode(generated[:n_out], skip_special_tokens=True)
+            rows.append((text, n_out))
+        return rows

@@ -1,0 +1,556 @@
+"""Aggregate evaluation results into summary tables, a Pareto plot and AIQ scores.
+
+Input: one parquet file per (method, benchmark), one row per question, as written by
+`routerr1.evaluate` (columns `method`, `family`, `alpha`, `benchmark`, `qid`, `em`, `f1`,
+`cost`, `pool_calls`, `invalid_actions`, `pool_errors`, plus the question, answers, prediction,
+token counts and latency, which are kept in `eval_rows` but not summarized).
+
+Outputs:
+- a DuckDB file with `eval_rows` (every row, plus `source_file`) and `summary` (one row per
+  method and benchmark, plus an "average" pseudo-benchmark: the unweighted mean over the
+  method's benchmarks, the paper's macro average);
+- `summary.csv` and `summary.md` (Table-1 style EM / F1 grid, the Router-R1 alpha/cost sweep,
+  family AIQ, mean pool calls per method);
+- a multipage PDF of EM against mean dollar cost per question, one page per benchmark.
+
+Units: `em` and `f1` in the summary are percentages; `cost` is mean dollars per question.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+__all__ = [
+    "AVERAGE",
+    "REQUIRED_COLUMNS",
+    "aggregate",
+    "aiq",
+    "family_aiq",
+    "pareto_frontier",
+    "plot_pareto",
+    "render_markdown",
+]
+
+AVERAGE = "average"
+ROUTER_FAMILY = "router-r1"
+ORACLE_FAMILY = "oracle"
+# Columns the summary needs; the other evaluation columns are optional and kept as they come.
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "method",
+    "family",
+    "alpha",
+    "benchmark",
+    "qid",
+    "em",
+    "f1",
+    "cost",
+    "pool_calls",
+    "invalid_actions",
+    "pool_errors",
+)
+_NOT_NULL = tuple(c for c in REQUIRED_COLUMNS if c != "alpha")
+# Display order of families: the router first, then baselines from weakest idea to upper bound.
+_FAMILY_ORDER = ("router-r1", "prompt-router", "knn", "random", "single", "largest", "oracle")
+# Where zero-cost points are drawn on the log axis when no positive cost gives a scale.
+_ZERO_COST_FLOOR = 1e-9
+_MARKERS = ("s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p", "d", "H", "8")
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_columns(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation file not found: {path}")
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise ValueError(f"{path}: missing required column(s) {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------- aggregation
+
+_LOAD_SQL = """
+CREATE TABLE eval_rows AS
+SELECT * REPLACE (
+    CAST(method AS VARCHAR) AS method,
+    CAST(family AS VARCHAR) AS family,
+    CAST(alpha AS DOUBLE) AS alpha,
+    CAST(benchmark AS VARCHAR) AS benchmark,
+    CAST(qid AS VARCHAR) AS qid,
+    CAST(em AS DOUBLE) AS em,
+    CAST(f1 AS DOUBLE) AS f1,
+    CAST(cost AS DOUBLE) AS cost,
+    CAST(pool_calls AS BIGINT) AS pool_calls,
+    CAST(invalid_actions AS BIGINT) AS invalid_actions,
+    CAST(pool_errors AS BIGINT) AS pool_errors
+)
+FROM read_parquet($files, union_by_name = true, filename = 'source_file')
+"""
+
+_SUMMARY_SQL = f"""
+CREATE TABLE summary AS
+WITH per_benchmark AS (
+    SELECT method, family, alpha, benchmark,
+           count(*) AS n,
+           CAST(1 AS BIGINT) AS n_benchmarks,
+           100 * avg(em) AS em,
+           100 * avg(f1) AS f1,
+           avg(cost) AS cost,
+           avg(pool_calls) AS pool_calls,
+           avg(invalid_actions) AS invalid_actions,
+           CAST(sum(pool_errors) AS BIGINT) AS pool_errors
+    FROM eval_rows
+    GROUP BY method, family, alpha, benchmark
+),
+macro AS (
+    -- unweighted over benchmarks, so a large benchmark does not dominate (as in the paper)
+    SELECT method, family, alpha, '{AVERAGE}' AS benchmark,
+           CAST(sum(n) AS BIGINT) AS n,
+           count(*) AS n_benchmarks,
+           avg(em) AS em,
+           avg(f1) AS f1,
+           avg(cost) AS cost,
+           avg(pool_calls) AS pool_calls,
+           avg(invalid_actions) AS invalid_actions,
+           CAST(sum(pool_errors) AS BIGINT) AS pool_errors
+    FROM per_benchmark
+    GROUP BY method, family, alpha
+)
+SELECT * FROM per_benchmark
+UNION ALL BY NAME
+SELECT * FROM macro
+"""
+
+
+def _validate_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Reject rows that would silently bias the means; messages name column, value and file."""
+    for col in _NOT_NULL:
+        hit = con.execute(
+            f"SELECT count(*), any_value(source_file) FROM eval_rows WHERE {col} IS NULL"
+        ).fetchone()
+        if hit and hit[0]:
+            raise ValueError(f"column {col!r} has {hit[0]} null value(s), e.g. in {hit[1]}")
+    checks = {
+        "em": "em < 0 OR em > 1",
+        "f1": "f1 < 0 OR f1 > 1",
+        "cost": "cost < 0 OR isnan(cost) OR isinf(cost)",
+        "pool_calls": "pool_calls < 0",
+        "invalid_actions": "invalid_actions < 0",
+        "pool_errors": "pool_errors < 0",
+    }
+    for col, cond in checks.items():
+        hit = con.execute(
+            f"SELECT count(*), any_value({col}), any_value(source_file) FROM eval_rows WHERE {cond}"
+        ).fetchone()
+        if hit and hit[0]:
+            raise ValueError(
+                f"column {col!r} has {hit[0]} out-of-range value(s) (e.g. {hit[1]!r} in {hit[2]}); "
+                "em and f1 must be fractions in [0, 1], counts and cost non-negative"
+            )
+    hit = con.execute(
+        "SELECT count(*), any_value(source_file) FROM eval_rows WHERE benchmark = $b",
+        {"b": AVERAGE},
+    ).fetchone()
+    if hit and hit[0]:
+        raise ValueError(f"benchmark name {AVERAGE!r} is reserved for the macro average ({hit[1]})")
+
+    dups = con.execute(
+        "SELECT method, benchmark, qid, count(*) AS k, list(DISTINCT source_file) AS files "
+        "FROM eval_rows GROUP BY method, benchmark, qid HAVING count(*) > 1 "
+        "ORDER BY method, benchmark, qid"
+    ).fetchall()
+    if dups:
+        shown = "; ".join(
+            f"({m!r}, {b!r}, qid={q!r}) x{k} in {sorted(Path(f).name for f in files)}"
+            for m, b, q, k, files in dups[:5]
+        )
+        more = f" and {len(dups) - 5} more" if len(dups) > 5 else ""
+        raise ValueError(f"duplicate (method, benchmark, qid) rows: {shown}{more}")
+
+    ids = con.execute("SELECT DISTINCT method, family, alpha FROM eval_rows").df()
+    clash = ids[ids["method"].duplicated(keep=False)]
+    if not clash.empty:
+        m = clash["method"].iloc[0]
+        variants = clash[clash["method"] == m][["family", "alpha"]].to_dict("records")
+        raise ValueError(f"method {m!r} appears with different family/alpha: {variants}")
+    bad = ids[(ids["family"] == ROUTER_FAMILY) & ids["alpha"].isna()]
+    if not bad.empty:
+        raise ValueError(f"method {bad['method'].iloc[0]!r}: family {ROUTER_FAMILY!r} needs alpha")
+
+
+def _sort_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Routers by alpha first, then baselines in `_FAMILY_ORDER`; "average" last per method."""
+    rank = {f: i for i, f in enumerate(_FAMILY_ORDER)}
+    out = df.assign(
+        _fam=df["family"].map(lambda f: rank.get(f, len(rank))),
+        _avg=(df["benchmark"] == AVERAGE).astype(int),
+    )
+    out = out.sort_values(
+        ["_fam", "family", "alpha", "method", "_avg", "benchmark"], na_position="last"
+    )
+    return out.drop(columns=["_fam", "_avg"]).reset_index(drop=True)
+
+
+def aggregate(
+    eval_paths: Sequence[Path], duckdb_path: Path, csv_path: Path, md_path: Path
+) -> pd.DataFrame:
+    """Load every evaluation parquet into DuckDB, summarize, and write csv and markdown.
+
+    Returns the summary (one row per method and benchmark plus the "average" rows), sorted
+    routers-first. Raises ValueError on missing columns, nulls, out-of-range scores, or duplicate
+    (method, benchmark, qid) rows; FileNotFoundError if an input is absent.
+    """
+    paths = [Path(p) for p in eval_paths]
+    if not paths:
+        raise ValueError("eval_paths is empty: nothing to aggregate")
+    _check_columns(paths)
+
+    duckdb_path = Path(duckdb_path)
+    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target so os.replace is an atomic rename on the same filesystem.
+    tmp = duckdb_path.with_name(f".{duckdb_path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            con.execute(_LOAD_SQL, {"files": [str(p) for p in paths]})
+            _validate_rows(con)
+            con.execute(_SUMMARY_SQL)
+            summary = _sort_summary(con.execute("SELECT * FROM summary").df())
+            con.execute("CHECKPOINT")
+        os.replace(tmp, duckdb_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+    _atomic_write_text(Path(csv_path), summary.to_csv(index=False))
+    _atomic_write_text(Path(md_path), render_markdown(summary))
+    return summary
+
+
+# --------------------------------------------------------------------------- frontier and AIQ
+
+
+def _as_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
+    arr = np.asarray(points, dtype=float).reshape(-1, 2) if len(points) else np.empty((0, 2))
+    if not np.isfinite(arr).all():
+        raise ValueError(f"points must be finite (cost, quality) pairs, got {list(points)!r}")
+    return arr
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated (cost, quality) points, sorted by cost (then quality desc).
+
+    A point is dominated when another is no more expensive and no worse, and strictly better on
+    one of the two. Identical points do not dominate each other, so both are kept.
+    """
+    arr = _as_points(points)
+    keep = []
+    for i, (c, q) in enumerate(arr):
+        no_worse = (arr[:, 0] <= c) & (arr[:, 1] >= q)
+        better = (arr[:, 0] < c) | (arr[:, 1] > q)
+        if not (no_worse & better).any():
+            keep.append(i)
+    return sorted(keep, key=lambda i: (arr[i, 0], -arr[i, 1], i))
+
+
+def _upper_hull(xy: np.ndarray) -> np.ndarray:
+    """Upper concave hull of points with distinct, increasing x (monotone chain)."""
+    hull: list[np.ndarray] = []
+    for p in xy:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # Drop the middle point when it lies on or below the chord to p.
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return np.array(hull)
+
+
+def aiq(
+    points: Sequence[tuple[float, float]], cost_range: tuple[float, float] | None = None
+) -> float:
+    """Average Improvement in Quality (after RouterBench): mean of the cost-quality hull.
+
+    Definition implemented here, on linear (not log) dollar cost:
+    1. Take the family's (cost, quality) points plus the free abstention point (0, 0): never
+       answering costs nothing and scores nothing.
+    2. Build their upper concave hull. Any point on it is reached by randomly mixing two
+       operating points (or one with abstaining), so it is the best quality per cost budget.
+    3. Make it non-decreasing: past the best-quality point it stays flat (budget left unspent).
+    4. Average it over `cost_range` = (lo, hi), i.e. integrate over the cost normalized linearly
+       to [0, 1]. The report passes the min and max cost over *all* methods on the page, so
+       families are comparable; without it the points' own min and max are used.
+
+    Properties: 0 <= aiq <= max quality; adding a point never lowers it (a family is not
+    punished for offering a cheaper operating point); multiplying all costs and the range by a
+    constant leaves it unchanged. If lo == hi (e.g. one point and no range) the hull's value at
+    that cost is returned, so a single point scores its own quality. A family whose cheapest
+    point costs more than lo is charged for it: below that cost it only reaches the abstention
+    mix. Result is in the quality's units (EM % in the report).
+    """
+    arr = _as_points(points)
+    if len(arr) == 0:
+        raise ValueError("aiq needs at least one (cost, quality) point")
+    if (arr[:, 0] < 0).any():
+        raise ValueError(f"costs must be >= 0, got {arr[:, 0].min()!r}")
+    lo, hi = cost_range if cost_range is not None else (arr[:, 0].min(), arr[:, 0].max())
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo <= hi:
+        raise ValueError(f"cost_range must be finite with 0 <= lo <= hi, got {(lo, hi)!r}")
+
+    pts = pd.DataFrame(np.vstack([[0.0, 0.0], arr]), columns=["c", "q"])
+    best = pts.groupby("c")["q"].max()  # one point per cost: the best quality there
+    hull = _upper_hull(np.column_stack([best.index.to_numpy(), best.to_numpy()]))
+    hull = hull[: int(np.argmax(hull[:, 1])) + 1]  # concave, so rising up to its peak
+    hx, hy = hull[:, 0], hull[:, 1]
+    if hi == lo:
+        return float(np.interp(lo, hx, hy))
+    # Piecewise linear, flat past the last hull point (np.interp clamps), starts at cost 0.
+    xs = np.unique(np.concatenate([[lo, hi], hx[(hx > lo) & (hx < hi)]]))
+    ys = np.interp(xs, hx, hy)
+    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+    return area / (hi - lo)
+
+
+def family_aiq(summary: pd.DataFrame, benchmark: str = AVERAGE) -> pd.DataFrame:
+    """AIQ per family over its methods' (cost, EM) points on one benchmark page.
+
+    Costs are normalized by the min and max over all methods on that page, so the "single"
+    family's AIQ is the quality of mixing pool models at random (RouterBench's zero router).
+    """
+    page = summary[summary["benchmark"] == benchmark]
+    if page.empty:
+        raise ValueError(f"no summary rows for benchmark {benchmark!r}")
+    rng = (float(page["cost"].min()), float(page["cost"].max()))
+    rows = []
+    for fam, grp in _sort_summary(page).groupby("family", sort=False):
+        pts = list(zip(grp["cost"].astype(float), grp["em"].astype(float), strict=True))
+        rows.append({"family": fam, "n_points": len(pts), "aiq": aiq(pts, rng)})
+    return pd.DataFrame(rows, columns=["family", "n_points", "aiq"])
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _fmt_cost(c: float) -> str:
+    return "$0" if c == 0 else f"${c:.2e}"
+
+
+def _md_cell(s: object) -> str:
+    return str(s).replace("|", r"\|")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join(["---"] * len(header)) + "|")
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def _grid(
+    summary: pd.DataFrame, methods: list[str], benchmarks: list[str], cell
+) -> tuple[list[list[str]], bool]:
+    """Rows of cells per method; flags averages taken over fewer than all benchmarks."""
+    idx = summary.set_index(["method", "benchmark"])
+    rows, partial = [], False
+    for m in methods:
+        row = []
+        for b in [*benchmarks, AVERAGE]:
+            if (m, b) not in idx.index:
+                row.append("–")
+                continue
+            r = idx.loc[(m, b)]
+            text = cell(r)
+            if b == AVERAGE and int(r["n_benchmarks"]) < len(benchmarks):
+                text += " †"
+                partial = True
+            row.append(text)
+        rows.append(row)
+    return rows, partial
+
+
+def render_markdown(summary: pd.DataFrame) -> str:
+    """Markdown report from a summary as returned by `aggregate`."""
+    summary = _sort_summary(summary)
+    benchmarks = sorted(b for b in summary["benchmark"].unique() if b != AVERAGE)
+    methods = list(dict.fromkeys(summary["method"]))
+    footnote = "† averaged over only the benchmarks this method was evaluated on."
+    out = ["# Evaluation summary", ""]
+
+    out += ["## EM / F1 (%)", ""]
+    rows, partial = _grid(summary, methods, benchmarks, lambda r: f"{r.em:.1f} / {r.f1:.1f}")
+    out += _md_table(
+        ["method", *benchmarks, "avg"], [[m, *r] for m, r in zip(methods, rows, strict=True)]
+    )
+    out += ["", "avg = unweighted mean over benchmarks (macro average).", ""]
+    if partial:
+        out += [footnote, ""]
+
+    out += ["## Router-R1 cost sweep (EM % / mean cost per question)", ""]
+    routers = summary[(summary["family"] == ROUTER_FAMILY) & (summary["benchmark"] == AVERAGE)]
+    routers = routers.sort_values(["alpha", "method"])
+    if routers.empty:
+        out += ["(no router-r1 rows)", ""]
+    else:
+        r_methods = list(routers["method"])
+        rows, partial = _grid(
+            summary, r_methods, benchmarks, lambda r: f"{r.em:.1f} / {_fmt_cost(r.cost)}"
+        )
+        table = [
+            [f"{a:g}", m, *r] for a, m, r in zip(routers["alpha"], r_methods, rows, strict=True)
+        ]
+        out += _md_table(["α", "method", *benchmarks, "avg"], table) + [""]
+        if partial:
+            out += [footnote, ""]
+
+    out += ["## AIQ per family (average page)", ""]
+    fam = family_aiq(summary, AVERAGE)
+    out += _md_table(
+        ["family", "points", "aiq"],
+        [[f, str(n), f"{a:.1f}"] for f, n, a in fam.itertuples(index=False)],
+    )
+    out += [
+        "",
+        "aiq = mean EM % of the family's non-decreasing upper cost-EM hull (with free abstention "
+        "at cost 0) over the min..max mean cost of all methods; see `routerr1.report.aiq`.",
+        "",
+    ]
+
+    out += ["## Pool calls per question (macro average)", ""]
+    for r in summary[summary["benchmark"] == AVERAGE].itertuples(index=False):
+        out.append(
+            f"- {r.method}: {r.pool_calls:.2f} pool calls, "
+            f"{r.invalid_actions:.2f} invalid actions, {int(r.pool_errors)} pool errors in total"
+        )
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def _cost_floor(costs: np.ndarray) -> float:
+    """Where to draw zero costs on a log axis: a decade below the cheapest positive cost."""
+    pos = costs[costs > 0]
+    return float(pos.min()) / 10.0 if pos.size else _ZERO_COST_FLOOR
+
+
+def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
+    """One Pareto page: EM against mean cost, routers joined in alpha order, frontier dashed."""
+    page = _sort_summary(summary[summary["benchmark"] == benchmark])
+    costs = page["cost"].to_numpy(dtype=float)
+    floor = _cost_floor(costs)
+    clipped = bool((costs <= 0).any())
+    page = page.assign(x=np.maximum(costs, floor))
+
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    routers = page[page["family"] == ROUTER_FAMILY].sort_values("alpha")
+    if not routers.empty:
+        ax.plot(routers["x"], routers["em"], "-o", color="C0", lw=1.8, ms=7, label="Router-R1")
+        for r in routers.itertuples(index=False):
+            ax.annotate(
+                f"α={r.alpha:g}",
+                (r.x, r.em),
+                textcoords="offset points",
+                # Upper left stays clear of a sweep that rises with cost.
+                xytext=(-5, 5),
+                ha="right",
+                fontsize=8,
+                color="C0",
+            )
+    baselines = page[page["family"] != ROUTER_FAMILY]
+    for i, r in enumerate(baselines.itertuples(index=False)):
+        ax.plot(
+            [r.x],
+            [r.em],
+            linestyle="none",
+            marker=_MARKERS[i % len(_MARKERS)],
+            color=f"C{1 + i % 9}",
+            ms=8,
+            label=f"{r.method}",
+        )
+
+    # The oracle reads the gold answers, so it bounds the frontier rather than being on it.
+    deployable = page[page["family"] != ORACLE_FAMILY]
+    if not deployable.empty:
+        front = pareto_frontier(list(zip(deployable["cost"], deployable["em"], strict=True)))
+        fx = deployable["x"].to_numpy()[front]
+        fy = deployable["em"].to_numpy()[front]
+        # Extend to the most expensive point so the step reads "best EM within this budget".
+        fx = np.append(fx, page["x"].max())
+        fy = np.append(fy, fy[-1])
+        label = "Pareto frontier" + (" (excl. oracle)" if len(deployable) < len(page) else "")
+        ax.plot(fx, fy, "--", color="0.4", lw=1.2, drawstyle="steps-post", label=label)
+
+    ax.set_xscale("log")
+    xlabel = "mean cost per question ($, log scale)"
+    if clipped:
+        xlabel += f"; zero cost drawn at {floor:.0e}"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("EM (%)")
+    n_bench = int(page["n_benchmarks"].max()) if benchmark == AVERAGE else 1
+    title = f"{benchmark}: EM vs cost"
+    if benchmark == AVERAGE:
+        title += f" (macro average over {n_bench} benchmark{'s' if n_bench != 1 else ''})"
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_pareto(summary: pd.DataFrame, pdf_path: Path) -> None:
+    """Write a multipage PDF: page 1 the "average", then one page per benchmark (sorted).
+
+    Each page plots mean EM against mean dollar cost per question on a log axis; zero costs are
+    drawn a decade below the cheapest positive cost (or at 1e-9 if all are zero), as the axis
+    label says. Router-R1 points are joined in alpha order; the dashed step line is the Pareto
+    frontier of every method except the oracle (an upper bound that reads the gold answers).
+    """
+    needed = {"method", "family", "alpha", "benchmark", "em", "cost", "n_benchmarks"}
+    missing = sorted(needed - set(summary.columns))
+    if missing:
+        raise ValueError(f"summary is missing column(s) {', '.join(missing)}")
+    if summary.empty:
+        raise ValueError("summary is empty: nothing to plot")
+    benchmarks = sorted(b for b in summary["benchmark"].unique() if b != AVERAGE)
+    pages = ([AVERAGE] if (summary["benchmark"] == AVERAGE).any() else []) + benchmarks
+
+    pdf_path = Path(pdf_path)
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=pdf_path.parent, prefix=f".{pdf_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # No CreationDate: the same summary gives a byte-identical PDF.
+        with PdfPages(tmp, metadata={"CreationDate": None}) as pdf:
+            for b in pages:
+                pdf.savefig(_page_figure(summary, b))
+        os.replace(tmp, pdf_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""MLflow on a SQLite backend with an explicit artifact location.
+
+Runs are keyed by a stable ``routerr1.key`` tag (e.g. ``train/alpha~0.5``) so a restarted job
+continues its unfinished run instead of creating a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+DEFAULT_DB = "results/mlflow.db"
+RUN_KEY_TAG = "routerr1.key"
+
+
+def tracking_uri(cfg: Mapping[str, Any], results_dir: str | Path = "results") -> str:
+    uri = (cfg.get("mlflow") or {}).get("tracking_uri")
+    if uri:
+        return uri
+    db = Path(results_dir).resolve() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: Path | None = None) -> str:
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        # keep artifacts beside the database, not in ./mlruns of whatever cwd the job had
+        root = artifact_root or Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+        location = Path(root).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by a sibling job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _find_resumable(client: MlflowClient, exp_id: str, key: str) -> str | None:
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", order_by=["start_time DESC"]
+    )
+    for run in runs:
+        if run.info.status != "FINISHED":
+            return run.info.run_id
+    return None
+
+
+@contextlib.contextmanager
+def tracked_run(
+    cfg: Mapping[str, Any],
+    key: str,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    results_dir: str | Path = "results",
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume) the MLflow run for ``key``; marks it FAILED if the body raises."""
+    uri = tracking_uri(cfg, results_dir)
+    exp_id = ensure_experiment(uri, (cfg.get("mlflow") or {}).get("experiment", "routerr1"))
+    client = MlflowClient(uri)
+    resume_id = _find_resumable(client, exp_id, key)
+    all_tags = {RUN_KEY_TAG: key, **(tags or {})}
+    with mlflow.start_run(
+        run_id=resume_id,
+        experiment_id=None if resume_id else exp_id,
+        run_name=None if resume_id else run_name,
+        tags=all_tags,
+    ) as run:
+        yield run
+
+
+def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(obj, indent=2, default=str))
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def flat_params(prefix: str, obj: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten a nested mapping into MLflow params (values truncated to MLflow's limit)."""
+    out: dict[str, str] = {}
+    for k, v in obj.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flat_params(name, v))
+        else:
+            out[name] = str(v)[:500]
+    return out

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+from routerr1.report import aggregate
+from routerr1.workflow import snakemake_job
+
+with snakemake_job(snakemake):
+    aggregate(
+        [Path(p) for p in snakemake.input],
+        Path(snakemake.output.duckdb),
+        Path(snakemake.output.csv),
+        Path(snakemake.output.md),
+    )
