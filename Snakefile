@@ -17,6 +17,15 @@ from routerr1.config import validate_config  # noqa: E402
 config.update(validate_config(config))
 
 
+# downloads and cheap bookkeeping stay on the submit host under cluster executors
+localrules:
+    download_data,
+    fetch_model,
+    describe_pool,
+    aggregate,
+    pareto,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

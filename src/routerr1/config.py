@@ -116,6 +116,7 @@ class PoolEntry:
     dtype: str = "bfloat16"
     max_new_tokens: int = 32
     prompt_style: str = "chat"
+    chat_examples: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
             dtype=p.get("dtype", "bfloat16"),
             max_new_tokens=int(p.get("max_new_tokens", 32)),
             prompt_style=models[p["model"]].get("prompt_style", "chat"),
+            chat_examples=bool(p.get("chat_examples", False)),
         )
         for p in cfg["pool"]
     ]

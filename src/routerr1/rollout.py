@@ -149,10 +149,12 @@ class RolloutEngine:
                 outs.append(_strip_generated(row, self.eos_ids, pad)[0])
         return outs
 
-    def _observation_ids(self, text: str) -> list[int]:
+    def _observation_ids(self, text: str, capped: bool) -> list[int]:
         # a reply that echoes our tags would break the policy's format through no fault of its own
         body = self.tok(strip_tags(text), add_special_tokens=False).input_ids
-        body_text = self.tok.decode(body[: self.cfg.info_max_tokens], skip_special_tokens=True)
+        if capped:
+            body = body[: self.cfg.info_max_tokens]
+        body_text = self.tok.decode(body, skip_special_tokens=True)
         wrapped = f"\n<information>{body_text.strip()}</information>\n"
         return self.tok(wrapped, add_special_tokens=False).input_ids
 
@@ -189,6 +191,7 @@ class RolloutEngine:
                         f"Invalid search: {call.error}. Write "
                         f"<search>Model-Name: question</search> with a name from: "
                         f"{', '.join(self.pool.names)}.",
+                        capped=False,  # our own guidance is short and must arrive whole
                     )
                 else:
                     requests.append((traj, call.model, call.query))
@@ -199,7 +202,7 @@ class RolloutEngine:
                     obs = (
                         res.text if res.error is None else f"Model {res.model} failed: {res.error}"
                     )
-                    self._inject(traj, obs)
+                    self._inject(traj, obs, capped=True)
             for traj in active:
                 if len(traj.completion_ids) >= self.cfg.max_total_tokens:
                     traj.done = True
@@ -208,9 +211,8 @@ class RolloutEngine:
             traj.answer = extract_answer(traj.text)
         return trajs
 
-    def _inject(self, traj: Trajectory, observation: str) -> None:
-        ids = self._observation_ids(observation)
+    def _inject(self, traj: Trajectory, observation: str, capped: bool) -> None:
+        ids = self._observation_ids(observation, capped)
         traj.completion_ids += ids
         traj.env_mask += [0] * len(ids)
         traj.injected += 1
-

@@ -5,6 +5,8 @@ rule download_data:
         profile="results/data/profile.parquet",
     log:
         "logs/download_data.log",
+    benchmark:
+        "results/benchmarks/download_data.tsv",
     params:
         data=config["data"],
         mirror=config["data_mirror"],

@@ -8,6 +8,8 @@ rule evaluate_router:
         "results/eval/router/alpha~{alpha}.parquet",
     log:
         "logs/evaluate/router_alpha~{alpha}.log",
+    benchmark:
+        "results/benchmarks/evaluate/router_alpha~{alpha}.tsv",
     params:
         method=lambda wc: f"router-r1@a{wc.alpha}",
         family="router-r1",
@@ -28,6 +30,8 @@ use rule evaluate_router as evaluate_prompt_router with:
         "results/eval/prompt_router/untrained.parquet",
     log:
         "logs/evaluate/prompt_router.log",
+    benchmark:
+        "results/benchmarks/evaluate/prompt_router.tsv",
     params:
         method="prompt-router",
         family="prompt-router",
@@ -41,6 +45,8 @@ rule evaluate_single:
         "results/eval/single/{member}.parquet",
     log:
         "logs/evaluate/single_{member}.log",
+    benchmark:
+        "results/benchmarks/evaluate/single_{member}.tsv",
     params:
         name=lambda wc: POOL[wc.member]["name"],
     threads: config["threads"]

@@ -3,6 +3,8 @@ rule fetch_model:
         directory("resources/models/{model}"),
     log:
         "logs/fetch_model/{model}.log",
+    benchmark:
+        "results/benchmarks/fetch_model/{model}.tsv",
     params:
         source=lambda wc: config["models"][wc.model]["source"],
     conda:

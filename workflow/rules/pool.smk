@@ -7,6 +7,8 @@ rule profile_pool:
         calls="results/pool/profile_calls.parquet",
     log:
         "logs/profile_pool.log",
+    benchmark:
+        "results/benchmarks/profile_pool.tsv",
     threads: config["threads"]
     conda:
         "../envs/routerr1.yaml"
@@ -21,6 +23,8 @@ rule describe_pool:
         "results/pool/descriptors.json",
     log:
         "logs/describe_pool.log",
+    benchmark:
+        "results/benchmarks/describe_pool.tsv",
     params:
         compressed=config["rollout"]["compressed_descriptors"],
     conda:

@@ -7,6 +7,8 @@ rule aggregate:
         md="results/summary.md",
     log:
         "logs/aggregate.log",
+    benchmark:
+        "results/benchmarks/aggregate.tsv",
     conda:
         "../envs/routerr1.yaml"
     script:
@@ -20,6 +22,8 @@ rule pareto:
         "results/pareto.pdf",
     log:
         "logs/pareto.log",
+    benchmark:
+        "results/benchmarks/pareto.tsv",
     conda:
         "../envs/routerr1.yaml"
     script:

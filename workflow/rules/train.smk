@@ -8,6 +8,8 @@ rule train_router:
         directory("results/train/alpha~{alpha}/model"),
     log:
         "logs/train_router/alpha~{alpha}.log",
+    benchmark:
+        "results/benchmarks/train_router/alpha~{alpha}.tsv",
     params:
         # checkpoints live outside the declared output so a killed job resumes from them
         checkpoints=lambda wc: f"results/train/alpha~{wc.alpha}/checkpoints",

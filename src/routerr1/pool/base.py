@@ -116,6 +116,7 @@ def local_pool(
             prompt_style=entry.prompt_style,
             dtype=entry.dtype,
             max_batch_size=max_batch_size,
+            chat_examples=entry.chat_examples,
         )
 
     return Pool(entries, factory)

@@ -1,0 +1,80 @@
+"""Config validation: bad input is refused with the offending key named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routerr1.config import (
+    ConfigError,
+    alpha_label,
+    load_config,
+    pool_entries,
+    rollout_config,
+    train_config,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_default_config_validates_and_fills_defaults(raw):
+    cfg = validate_config(raw)
+    assert cfg["rollout"]["top_p"] == 1.0  # filled from the schema
+    assert len(cfg["train"]["alphas"]) >= 3
+    entries = pool_entries(cfg)
+    assert [e.name for e in entries][-1] == "Qwen2.5-Coder-1.5B"
+    assert entries[1].prompt_style == "fewshot"
+    assert train_config(cfg).cost_on_correct_only is True
+    assert rollout_config(cfg).max_turns == cfg["rollout"]["max_turns"]
+
+
+def test_paper_defaults_not_mutated(raw):
+    before = copy.deepcopy(raw)
+    validate_config(raw)
+    assert raw == before
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda c: c["train"].update(alphas=[0.0, 1.5]), "train.alphas.1"),
+        (lambda c: c["train"].update(max_steps="many"), "train.max_steps"),
+        (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c["pool"][0].pop("price_in"), "price_in"),
+        (lambda c: c["pool"][1].update(price_out=-1), "pool.1.price_out"),
+        (lambda c: c["pool"][1].update(model="nope"), "pool[1].model"),
+        (lambda c: c["pool"][1].update(name=c["pool"][0]["name"].lower()), "pool[1].name"),
+        (lambda c: c["pool"][2].update(name="Bad: name"), "pool.2.name"),
+        (lambda c: c["policy"].update(model="nope"), "policy.model"),
+        (lambda c: c.update(data_mirror="/definitely/not/here"), "data_mirror"),
+        (lambda c: c["models"]["smollm2-135m"]["source"].pop("sha256"), "sha256"),
+        (lambda c: c["models"]["smollm2-135m"]["source"].update(kind="ftp"), "kind"),
+    ],
+)
+def test_bad_config_names_the_key(raw, mutate, needle):
+    mutate(raw)
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    assert needle in str(err.value)
+
+
+def test_load_config_applies_overrides(tmp_path, raw):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path, {"data_mirror": str(tmp_path)})
+    assert cfg["data_mirror"] == str(tmp_path)
+
+
+def test_alpha_label_is_stable():
+    assert alpha_label(0) == "0.0"
+    assert alpha_label(0.5) == "0.5"
+    assert float(alpha_label(0.9)) == 0.9

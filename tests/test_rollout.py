@@ -1,0 +1,118 @@
+"""Multi-turn rollout with a real policy (SmolLM2-135M) and a real local pool.
+
+Greedy decoding after a repeated pattern makes the small model write a well-formed search on its
+own, so the whole loop (generate, cut, call the pool, inject, continue) runs for real.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from routerr1.config import PoolEntry, RolloutConfig, TrainConfig
+from routerr1.parse import ModelNameResolver
+from routerr1.reward import call_cost
+from routerr1.rollout import RolloutEngine, cut_at_action
+from routerr1.train import RouterReward
+
+pytestmark = pytest.mark.slow
+
+CHEAP = PoolEntry("SmolLM2-Cheap", "smol", 0.02, 0.04, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def policy(smollm2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(smollm2_dir), AutoTokenizer.from_pretrained(
+        smollm2_dir
+    )
+
+
+@pytest.fixture(scope="module")
+def pool(smollm2_dir):
+    from routerr1.pool.base import local_pool
+
+    return local_pool([CHEAP], {"smol": smollm2_dir})
+
+
+def pattern_prompt(search_line: str) -> str:
+    return f"<think>check</think>\n{search_line}\n" * 8 + "<think>check</think>\n"
+
+
+def run(policy, pool, prompt, **cfg):
+    model, tok = policy
+    rc = RolloutConfig(max_turns=1, max_turn_tokens=24, max_final_tokens=8, info_max_tokens=12)
+    engine = RolloutEngine(tok, pool, RolloutConfig(**{**rc.__dict__, **cfg}))
+    return engine.run(model, [prompt, prompt], greedy=True)
+
+
+def test_injected_tokens_are_masked_and_policy_tokens_are_not(policy, pool):
+    _, tok = policy
+    prompt = pattern_prompt("<search>SmolLM2-Cheap: capital of France?</search>")
+    traj = run(policy, pool, prompt)[0]
+
+    assert traj.prompt_ids == tok(prompt, add_special_tokens=False).input_ids
+    assert len(traj.env_mask) == len(traj.completion_ids)
+    assert traj.text.startswith("<search>SmolLM2-Cheap: capital of France?</search>")
+    assert traj.injected == 1 and len(traj.calls) == 1
+
+    injected = [t for t, m in zip(traj.completion_ids, traj.env_mask, strict=True) if m == 0]
+    text = tok.decode(injected)
+    assert text.startswith("\n<information>") and text.endswith("</information>\n")
+    # the mask is one contiguous block of zeros between policy tokens
+    first0 = traj.env_mask.index(0)
+    n0 = traj.env_mask.count(0)
+    assert traj.env_mask[first0 : first0 + n0] == [0] * n0
+    assert all(m == 1 for m in traj.env_mask[:first0])
+    assert tok.decode(traj.completion_ids[:first0]).endswith("</search>")
+
+    call = traj.calls[0]
+    assert call.model == "SmolLM2-Cheap" and call.query == "capital of France?"
+    assert call.in_tokens > 0 and 0 < call.out_tokens <= CHEAP.max_new_tokens
+    assert call.cost == pytest.approx(
+        call_cost(call.in_tokens, call.out_tokens, CHEAP.price_in, CHEAP.price_out)
+    )
+    assert traj.cost == pytest.approx(call.cost)
+
+
+def test_unknown_model_is_an_observation_not_a_crash(policy, pool):
+    traj = run(policy, pool, pattern_prompt("<search>GPT-9: capital of France?</search>"))[0]
+    assert traj.calls == [] and traj.invalid_actions == 1 and traj.injected == 1
+    assert "unknown model" in traj.text
+    assert "SmolLM2-Cheap" in traj.text  # the observation lists the valid names
+
+
+def test_cut_at_action_stops_at_the_closing_tag(policy):
+    _, tok = policy
+    ids = tok("<think>a</think><search>X: y</search>\nmore text after", add_special_tokens=False)
+    cut, action = cut_at_action(tok, ids.input_ids)
+    assert action == "search"
+    assert tok.decode(ids.input_ids[:cut]).rstrip().endswith("</search>")
+    assert "more" not in tok.decode(ids.input_ids[:cut])
+    assert cut_at_action(tok, tok("no tags", add_special_tokens=False).input_ids)[1] is None
+
+
+def test_router_reward_combines_format_outcome_and_cost():
+    resolver = ModelNameResolver(["SmolLM2-Cheap"], {})
+    good = (
+        "<think>ask</think><search>SmolLM2-Cheap: q</search>\n<information>Paris"
+        "</information>\n<think>ok</think><answer>Paris</answer>"
+    )
+    reward = RouterReward(0.5, resolver, TrainConfig(cost_on_correct_only=True))
+    logged = {}
+    out = reward(
+        prompts=["p"] * 3,
+        completions=[good, good.replace("<answer>Paris", "<answer>Rome"), "rambling"],
+        golden_answers=[["Paris"]] * 3,
+        pool_cost=[1e-6, 1e-6, 0.0],
+        injected=[1, 1, 0],
+        pool_calls=[1, 1, 0],
+        invalid_actions=[0, 0, 0],
+        pool_errors=[0, 0, 0],
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    assert out[2] == -1.0  # bad format
+    assert out[1] == pytest.approx(0.0)  # well-formed but wrong: no cost credit either
+    assert 0.5 <= out[0] <= 1.0  # correct: 0.5 outcome + 0.5 * normalized cost
+    assert logged["router/format_ok"] == pytest.approx(2 / 3)
+    assert logged["router/pool_calls"] == pytest.approx(2 / 3)
