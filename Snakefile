@@ -32,6 +32,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/pool.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -21,8 +21,7 @@ def collect(root: Path) -> pd.DataFrame:
             {
                 "job": str(tsv.relative_to(root).with_suffix("")),
                 "wall_s": float(df["s"].iloc[-1]),
-                "max_rss_gib": float(pd.to_numeric(df["max_rss"], errors="coerce").iloc[-1])
-                / 1024,
+                "max_rss_gib": float(pd.to_numeric(df["max_rss"], errors="coerce").iloc[-1]) / 1024,
             }
         )
     if not rows:

@@ -78,3 +78,16 @@ def test_alpha_label_is_stable():
     assert alpha_label(0) == "0.0"
     assert alpha_label(0.5) == "0.5"
     assert float(alpha_label(0.9)) == 0.9
+
+
+def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
+    from routerr1.cli import main
+
+    assert main(["check-config", str(REPO / "config" / "config.yaml")]) == 0
+    assert "Qwen2.5-Coder-1.5B" in capsys.readouterr().out
+    raw["pool"][0]["price_out"] = "cheap"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["check-config", str(bad)]) == 2
+    assert "pool.0.price_out" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2

@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 RULES = [
+    "pool_answers",
+    "warm_start",
     "download_data",
     "fetch_model",
     "profile_pool",
@@ -23,6 +25,9 @@ RULES = [
     "evaluate_router",
     "evaluate_prompt_router",
     "evaluate_single",
+    "derive_baseline",
+    "fetch_embedder",
+    "knn_baseline",
     "aggregate",
     "pareto",
 ]
@@ -85,6 +90,10 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
         "prompt-router",
         "single:SmolLM2-Cheap",
         "single:SmolLM2-Dear",
+        "oracle",
+        "largest:SmolLM2-Dear",
+        "random",
+        "knn",
     } <= methods
     assert {"em", "f1", "cost", "pool_calls"} <= set(summary.columns)
     assert "| method |" in (res / "summary.md").read_text()
@@ -94,18 +103,29 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
         n_rows, n_methods = con.execute(
             "select count(*), count(distinct method) from eval_rows"
         ).fetchone()
-    assert n_methods == 5 and n_rows == 5 * 6
+    assert n_methods == 9 and n_rows == 9 * 6
 
     # single-model baselines are priced from real token counts: same answers, 10x the price
     cheap = pd.read_parquet(res / "eval" / "single" / "SmolLM2-Cheap.parquet")
     dear = pd.read_parquet(res / "eval" / "single" / "SmolLM2-Dear.parquet")
     assert (cheap["in_tokens"] > 0).all() and (cheap["out_tokens"] > 0).all()
     assert dear["cost"].sum() == pytest.approx(10 * cheap["cost"].sum())
+    # derived baselines reuse those rows: the oracle bounds both models, largest is Dear alone
+    oracle = pd.read_parquet(res / "eval" / "baselines" / "oracle.parquet")
+    assert oracle["em"].mean() >= max(cheap["em"].mean(), dear["em"].mean())
+    largest = pd.read_parquet(res / "eval" / "baselines" / "largest.parquet")
+    assert list(largest["prediction"]) == list(dear["prediction"])
+    assert len(pd.read_parquet(res / "eval" / "baselines" / "knn.parquet")) == 6
 
     # descriptors carry measured numbers
     descs = json.loads((res / "pool" / "descriptors.json").read_text())
     assert {d["name"] for d in descs} == {"SmolLM2-Cheap", "SmolLM2-Dear"}
     assert all(d["latency_p50_s"] > 0 for d in descs)
+
+    # the format warm start ran before GRPO and measured compliance before and after
+    warm = json.loads((res / "warmstart" / "format.json").read_text())
+    assert set(warm) >= {"before", "after", "sft"}
+    assert warm["sft"]["examples"] == 4 and warm["after"]["greedy"]["n"] == 3
 
     # trained routers were saved, with their GRPO history
     for alpha in ("0.0", "0.9"):
@@ -125,6 +145,7 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     assert keys == sorted(
         [
             "profile_pool",
+            "warm_start",
             "train/alpha~0.0",
             "train/alpha~0.9",
             "eval/router-r1@a0.0",
@@ -132,6 +153,10 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
             "eval/prompt-router",
             "eval/single:SmolLM2-Cheap",
             "eval/single:SmolLM2-Dear",
+            "eval/oracle",
+            "eval/largest:SmolLM2-Dear",
+            "eval/random",
+            "eval/knn",
         ]
     )
     assert set(runs["status"]) == {"FINISHED"}

@@ -8,10 +8,13 @@ checked. Every error names the offending key.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -67,8 +70,30 @@ def _canonical(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in " \t-_")
 
 
+def _check_serving(entry: Mapping[str, Any], where: str) -> None:
+    """Backend fields: ``base_url`` (http/https) only and always with the openai backend."""
+    backend = entry.get("backend", "local")
+    url = entry.get("base_url")
+    if backend == "openai":
+        if not url:
+            raise ConfigError(f"{where}.base_url: required when backend is 'openai'")
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ConfigError(
+                f"{where}.base_url: {url!r} must be an http:// or https:// URL with a host"
+            )
+        return
+    for key in ("base_url", "api_key_env", "served_model"):
+        if entry.get(key) is not None:
+            raise ConfigError(f"{where}.{key}: only valid with backend 'openai' (is {backend!r})")
+    if entry.get("temperature", 0.0) != 0.0:
+        raise ConfigError(f"{where}.temperature: the local backend decodes greedily; use 0")
+
+
 def _check_semantics(cfg: dict[str, Any]) -> None:
     models = cfg["models"]
+    for list_key in ("pool", "pool_unseen"):
+        for i, entry in enumerate(cfg.get(list_key) or []):
+            _check_serving(entry, f"{list_key}[{i}]")
     seen: dict[str, str] = {}
     for i, entry in enumerate(cfg["pool"]):
         where = f"pool[{i}]"
@@ -117,6 +142,16 @@ class PoolEntry:
     max_new_tokens: int = 32
     prompt_style: str = "chat"
     chat_examples: bool = False
+    # Serving: "local" runs in process; "openai" calls an OpenAI-compatible endpoint.
+    backend: str = "local"
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of the env var holding the key, never the key
+    served_model: str | None = None  # the request's model id; defaults to ``name``
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    temperature: float = 0.0
+    revision: str = ""  # fingerprint of the model's source (the call cache keys on it)
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     compressed_descriptors: bool = False
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -145,6 +181,8 @@ class TrainConfig:
     cost_window: int = 1024
     save_steps: int = 2
     bf16: bool = False
+    lora_r: int = 0
+    lora_alpha: int = 32
 
 
 @dataclass(frozen=True)
@@ -152,6 +190,13 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("single", "prompt_router")
     greedy: bool = True
     batch_size: int = 16
+    knn: Mapping[str, Any] = field(default_factory=dict)
+
+
+def warm_start_config(cfg: Mapping[str, Any]):
+    from routerr1.warmstart import WarmStartConfig
+
+    return WarmStartConfig(**cfg.get("warm_start", {}))
 
 
 def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
@@ -168,9 +213,24 @@ def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
             max_new_tokens=int(p.get("max_new_tokens", 32)),
             prompt_style=models[p["model"]].get("prompt_style", "chat"),
             chat_examples=bool(p.get("chat_examples", False)),
+            backend=p.get("backend", "local"),
+            base_url=p.get("base_url"),
+            api_key_env=p.get("api_key_env"),
+            served_model=p.get("served_model"),
+            max_concurrency=int(p.get("max_concurrency", 8)),
+            timeout_s=float(p.get("timeout_s", 60.0)),
+            max_retries=int(p.get("max_retries", 4)),
+            temperature=float(p.get("temperature", 0.0)),
+            revision=source_fingerprint(models[p["model"]].get("source", {})),
         )
         for p in cfg["pool"]
     ]
+
+
+def source_fingerprint(source: Mapping[str, Any]) -> str:
+    """Short sha256 of a model source (repo + revision, wheel pin + checksum, or path)."""
+    blob = json.dumps(dict(source), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def rollout_config(cfg: Mapping[str, Any]) -> RolloutConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -13,7 +12,7 @@ from routerr1.config import RolloutConfig
 from routerr1.data import QARecord
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
-from routerr1.prompt import Descriptor, chat_prompt, render_router_prompt
+from routerr1.prompt import Descriptor, router_prompts
 from routerr1.rollout import RolloutEngine
 
 ROW_COLUMNS = [
@@ -103,13 +102,9 @@ def evaluate_router(
     rows = []
     for start in tqdm(range(0, len(records), batch_size), desc=f"eval {method}"):
         chunk = records[start : start + batch_size]
-        prompts = [
-            chat_prompt(
-                tokenizer,
-                render_router_prompt(r.question, descriptors, rollout_cfg.compressed_descriptors),
-            )
-            for r in chunk
-        ]
+        prompts = router_prompts(
+            tokenizer, [r.question for r in chunk], descriptors, rollout_cfg.compressed_descriptors
+        )
         t0 = time.perf_counter()
         trajs = engine.run(model, prompts, greedy=greedy)
         policy_share = (time.perf_counter() - t0) / len(chunk)
@@ -132,7 +127,3 @@ def evaluate_router(
                 )
             )
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
-
-
-def method_files(eval_dir: str | Path, methods: Sequence[str]) -> list[Path]:
-    return [Path(eval_dir) / f"{m}.parquet" for m in methods]

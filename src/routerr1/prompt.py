@@ -82,3 +82,12 @@ def chat_prompt(tokenizer, user_message: str) -> str:
             [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
         )
     return f"{user_message}\n\nAssistant:"
+
+
+def router_prompts(
+    tokenizer, questions: Sequence[str], descriptors: Sequence[Descriptor], compressed: bool
+) -> list[str]:
+    """Chat-templated router prompts, one per question."""
+    return [
+        chat_prompt(tokenizer, render_router_prompt(q, descriptors, compressed)) for q in questions
+    ]

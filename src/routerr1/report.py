@@ -14,6 +14,8 @@ Outputs:
 - a multipage PDF of EM against mean dollar cost per question, one page per benchmark.
 
 Units: `em` and `f1` in the summary are percentages; `cost` is mean dollars per question.
+`unseen_calls` (calls to `pool_unseen` models per question) is set for unseen-model
+evaluations only.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "AVERAGE",
+    "FAMILY_ORDER",
     "REQUIRED_COLUMNS",
     "aggregate",
     "aiq",
@@ -45,7 +48,10 @@ __all__ = [
 
 AVERAGE = "average"
 ROUTER_FAMILY = "router-r1"
+UNSEEN_FAMILY = "router-r1-unseen"  # the same routers, pool extended by models never trained on
 ORACLE_FAMILY = "oracle"
+# Families whose methods are one router per alpha: they need alpha and are drawn as a sweep.
+_SWEEP_FAMILIES = (ROUTER_FAMILY, UNSEEN_FAMILY)
 # Columns the summary needs; the other evaluation columns are optional and kept as they come.
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "method",
@@ -62,10 +68,38 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 _NOT_NULL = tuple(c for c in REQUIRED_COLUMNS if c != "alpha")
 # Display order of families: the router first, then baselines from weakest idea to upper bound.
-_FAMILY_ORDER = ("router-r1", "prompt-router", "knn", "random", "single", "largest", "oracle")
+FAMILY_ORDER = (
+    ROUTER_FAMILY,
+    UNSEEN_FAMILY,
+    "prompt-router",
+    "knn",
+    "random",
+    "single",
+    "largest",
+    ORACLE_FAMILY,
+)
 # Where zero-cost points are drawn on the log axis when no positive cost gives a scale.
 _ZERO_COST_FLOOR = 1e-9
-_MARKERS = ("s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p", "d", "H", "8")
+# "*", "X", "D" and the hollow "o" are kept for the oracle, random, knn and largest baselines.
+_MARKERS = ("s", "^", "v", "P", "h", "<", ">", "p", "d", "H", "8")
+# (family, legend label, line style, alpha-label offset in points)
+_SWEEPS = (
+    (ROUTER_FAMILY, "Router-R1", {"linestyle": "-", "marker": "o"}, (-5, 5)),
+    (
+        UNSEEN_FAMILY,
+        "Router-R1 + unseen models",
+        {"linestyle": "--", "marker": "o", "markerfacecolor": "white"},
+        (6, -12),
+    ),
+)
+# Baselines that need telling apart at a glance; "largest" is hollow and larger because it sits
+# exactly on its own single-model point.
+_BASELINE_STYLE: dict[str, dict] = {
+    "oracle": {"marker": "*", "ms": 14},
+    "largest": {"marker": "o", "ms": 15, "markerfacecolor": "none", "markeredgewidth": 1.6},
+    "random": {"marker": "X", "ms": 9},
+    "knn": {"marker": "D", "ms": 8},
+}
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -124,7 +158,8 @@ WITH per_benchmark AS (
            avg(cost) AS cost,
            avg(pool_calls) AS pool_calls,
            avg(invalid_actions) AS invalid_actions,
-           CAST(sum(pool_errors) AS BIGINT) AS pool_errors
+           CAST(sum(pool_errors) AS BIGINT) AS pool_errors,
+           avg(unseen_calls) AS unseen_calls
     FROM eval_rows
     GROUP BY method, family, alpha, benchmark
 ),
@@ -138,7 +173,8 @@ macro AS (
            avg(cost) AS cost,
            avg(pool_calls) AS pool_calls,
            avg(invalid_actions) AS invalid_actions,
-           CAST(sum(pool_errors) AS BIGINT) AS pool_errors
+           CAST(sum(pool_errors) AS BIGINT) AS pool_errors,
+           avg(unseen_calls) AS unseen_calls
     FROM per_benchmark
     GROUP BY method, family, alpha
 )
@@ -199,14 +235,15 @@ def _validate_rows(con: duckdb.DuckDBPyConnection) -> None:
         m = clash["method"].iloc[0]
         variants = clash[clash["method"] == m][["family", "alpha"]].to_dict("records")
         raise ValueError(f"method {m!r} appears with different family/alpha: {variants}")
-    bad = ids[(ids["family"] == ROUTER_FAMILY) & ids["alpha"].isna()]
+    bad = ids[ids["family"].isin(_SWEEP_FAMILIES) & ids["alpha"].isna()]
     if not bad.empty:
-        raise ValueError(f"method {bad['method'].iloc[0]!r}: family {ROUTER_FAMILY!r} needs alpha")
+        r = bad.iloc[0]
+        raise ValueError(f"method {r['method']!r}: family {r['family']!r} needs alpha")
 
 
 def _sort_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Routers by alpha first, then baselines in `_FAMILY_ORDER`; "average" last per method."""
-    rank = {f: i for i, f in enumerate(_FAMILY_ORDER)}
+    """Routers by alpha first, then baselines in `FAMILY_ORDER`; "average" last per method."""
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
     out = df.assign(
         _fam=df["family"].map(lambda f: rank.get(f, len(rank))),
         _avg=(df["benchmark"] == AVERAGE).astype(int),
@@ -239,6 +276,8 @@ def aggregate(
         with duckdb.connect(str(tmp)) as con:
             con.execute(_LOAD_SQL, {"files": [str(p) for p in paths]})
             _validate_rows(con)
+            # only unseen-model evaluations count calls to unseen models; null elsewhere
+            con.execute("ALTER TABLE eval_rows ADD COLUMN IF NOT EXISTS unseen_calls BIGINT")
             con.execute(_SUMMARY_SQL)
             summary = _sort_summary(con.execute("SELECT * FROM summary").df())
             con.execute("CHECKPOINT")
@@ -396,6 +435,52 @@ def _grid(
     return rows, partial
 
 
+# One line per method family present, under the EM / F1 table.
+_FAMILY_NOTES = {
+    UNSEEN_FAMILY: "router-r1+unseen: the same trained routers, pool extended by `pool_unseen`",
+    "prompt-router": "prompt-router: the untrained policy, prompted to route",
+    "knn": "knn: per question the pool model with the best mean F1 on its k nearest profiling "
+    "questions (MiniLM embeddings), answering alone",
+    "random": "random: per question a pool model drawn uniformly (seeded), answering alone",
+    "largest": "largest: the largest pool model alone (same answers as its single row)",
+    "oracle": "oracle: per question the cheapest pool model that answers correctly; it reads the "
+    "gold answers, so it is an upper bound and stays off the Pareto frontier",
+}
+
+
+def _unseen_section(summary: pd.DataFrame) -> list[str]:
+    """Each router on the training pool beside the same router with unseen models added."""
+    page = summary[summary["benchmark"] == AVERAGE]
+    unseen = page[page["family"] == UNSEEN_FAMILY].sort_values(["alpha", "method"])
+    if unseen.empty:
+        return []
+    base = {r.alpha: r for r in page[page["family"] == ROUTER_FAMILY].itertuples(index=False)}
+    rows = []
+    for r in unseen.itertuples(index=False):
+        b = base.get(r.alpha)
+        calls = getattr(r, "unseen_calls", float("nan"))
+        rows.append(
+            [
+                f"{r.alpha:g}",
+                "–" if b is None else f"{b.em:.1f} / {_fmt_cost(b.cost)}",
+                f"{r.em:.1f} / {_fmt_cost(r.cost)}",
+                "–" if b is None else f"{r.em - b.em:+.1f}",
+                f"{r.pool_calls:.2f}",
+                "–" if pd.isna(calls) else f"{calls:.2f}",
+            ]
+        )
+    header = ["α", "training pool", "+ unseen models", "Δ EM", "pool calls", "calls to unseen"]
+    return [
+        "## Unseen models (EM % / mean cost per question, macro average)",
+        "",
+        *_md_table(header, rows),
+        "",
+        "Same trained router; the pool is extended by `pool_unseen`, known to the router only "
+        "through their descriptors (no retraining). Calls are per question.",
+        "",
+    ]
+
+
 def render_markdown(summary: pd.DataFrame) -> str:
     """Markdown report from a summary as returned by `aggregate`."""
     summary = _sort_summary(summary)
@@ -410,6 +495,9 @@ def render_markdown(summary: pd.DataFrame) -> str:
         ["method", *benchmarks, "avg"], [[m, *r] for m, r in zip(methods, rows, strict=True)]
     )
     out += ["", "avg = unweighted mean over benchmarks (macro average).", ""]
+    notes = [_FAMILY_NOTES[f] for f in dict.fromkeys(summary["family"]) if f in _FAMILY_NOTES]
+    if notes:
+        out += [f"- {n}" for n in notes] + [""]
     if partial:
         out += [footnote, ""]
 
@@ -429,6 +517,8 @@ def render_markdown(summary: pd.DataFrame) -> str:
         out += _md_table(["α", "method", *benchmarks, "avg"], table) + [""]
         if partial:
             out += [footnote, ""]
+
+    out += _unseen_section(summary)
 
     out += ["## AIQ per family (average page)", ""]
     fam = family_aiq(summary, AVERAGE)
@@ -471,30 +561,29 @@ def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
 
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    routers = page[page["family"] == ROUTER_FAMILY].sort_values("alpha")
-    if not routers.empty:
-        ax.plot(routers["x"], routers["em"], "-o", color="C0", lw=1.8, ms=7, label="Router-R1")
+    for family, label, style, offset in _SWEEPS:
+        routers = page[page["family"] == family].sort_values("alpha")
+        if routers.empty:
+            continue
+        ax.plot(routers["x"], routers["em"], color="C0", lw=1.8, ms=7, label=label, **style)
         for r in routers.itertuples(index=False):
             ax.annotate(
                 f"α={r.alpha:g}",
                 (r.x, r.em),
                 textcoords="offset points",
-                # Upper left stays clear of a sweep that rises with cost.
-                xytext=(-5, 5),
-                ha="right",
+                # Upper left stays clear of a sweep that rises with cost; the unseen sweep
+                # labels below so the two sweeps' labels do not overprint.
+                xytext=offset,
+                ha="right" if offset[0] < 0 else "left",
                 fontsize=8,
                 color="C0",
             )
-    baselines = page[page["family"] != ROUTER_FAMILY]
+    baselines = page[~page["family"].isin(_SWEEP_FAMILIES)]
     for i, r in enumerate(baselines.itertuples(index=False)):
+        style = {"marker": _MARKERS[i % len(_MARKERS)], "ms": 8}
+        style.update(_BASELINE_STYLE.get(r.family, {}))
         ax.plot(
-            [r.x],
-            [r.em],
-            linestyle="none",
-            marker=_MARKERS[i % len(_MARKERS)],
-            color=f"C{1 + i % 9}",
-            ms=8,
-            label=f"{r.method}",
+            [r.x], [r.em], linestyle="none", color=f"C{1 + i % 9}", label=f"{r.method}", **style
         )
 
     # The oracle reads the gold answers, so it bounds the frontier rather than being on it.

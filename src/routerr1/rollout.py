@@ -7,6 +7,7 @@ Each sample alternates policy turns and injected ``<information>`` blocks. Polic
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +104,7 @@ class RolloutEngine:
         batch_size: int = 16,
         resolver: ModelNameResolver | None = None,
         show_progress: bool = False,
+        autocast_bf16: bool = False,
     ) -> None:
         self.tok = tokenizer
         self.tok.padding_side = "left"
@@ -113,6 +115,9 @@ class RolloutEngine:
         self.batch_size = batch_size
         self.resolver = resolver or ModelNameResolver(pool.names, pool.aliases)
         self.show_progress = show_progress
+        self.autocast_bf16 = autocast_bf16
+        self.timings: dict[str, float] = {"policy_generate_s": 0.0, "pool_s": 0.0}
+        self.run_log: list[dict[str, float]] = []  # per run(): time split and sizes
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
 
@@ -121,16 +126,20 @@ class RolloutEngine:
     def _generate(
         self, model, contexts: list[list[int]], max_new: int, greedy: bool
     ) -> list[list[int]]:
-        outs: list[list[int]] = []
+        t0 = time.perf_counter()
+        outs: list[list[int] | None] = [None] * len(contexts)
         pad = self.tok.pad_token_id
-        for start in range(0, len(contexts), self.batch_size):
-            chunk = contexts[start : start + self.batch_size]
-            width = max(len(c) for c in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, c in enumerate(chunk):
-                ids[r, width - len(c) :] = torch.tensor(c)
-                mask[r, width - len(c) :] = 1
+        device = next(model.parameters()).device
+        # batch similar lengths together: left padding is compute the CPU spends for nothing
+        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(contexts[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, width - len(contexts[i]) :] = torch.tensor(contexts[i])
+                mask[r, width - len(contexts[i]) :] = 1
             kwargs = dict(
                 max_new_tokens=max_new,
                 pad_token_id=pad,
@@ -143,11 +152,14 @@ class RolloutEngine:
                 kwargs.update(
                     do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0
                 )
-            device = next(model.parameters()).device
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-            for row in gen[:, width:].tolist():
-                outs.append(_strip_generated(row, self.eos_ids, pad)[0])
-        return outs
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                gen = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs
+                )
+            for i, row in zip(rows, gen[:, width:].tolist(), strict=True):
+                outs[i] = _strip_generated(row, self.eos_ids, pad)[0]
+        self.timings["policy_generate_s"] += time.perf_counter() - t0
+        return outs  # type: ignore[return-value]
 
     def _observation_ids(self, text: str, capped: bool) -> list[int]:
         # a reply that echoes our tags would break the policy's format through no fault of its own
@@ -160,6 +172,8 @@ class RolloutEngine:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, model, prompts: Sequence[str], greedy: bool = False) -> list[Trajectory]:
+        start = dict(self.timings)
+        t0 = time.perf_counter()
         trajs = [
             Trajectory(prompt_ids=self.tok(p, add_special_tokens=False).input_ids) for p in prompts
         ]
@@ -196,7 +210,9 @@ class RolloutEngine:
                 else:
                     requests.append((traj, call.model, call.query))
             if requests:
+                t0 = time.perf_counter()
                 results = self.pool.call([(m, q) for _, m, q in requests])
+                self.timings["pool_s"] += time.perf_counter() - t0
                 for (traj, _, _), res in zip(requests, results, strict=True):
                     traj.calls.append(res)
                     obs = (
@@ -209,6 +225,15 @@ class RolloutEngine:
         for traj in trajs:
             traj.text = self.tok.decode(traj.completion_ids, skip_special_tokens=True)
             traj.answer = extract_answer(traj.text)
+        self.run_log.append(
+            {
+                **{k: self.timings[k] - start[k] for k in self.timings},
+                "rollout_s": time.perf_counter() - t0,
+                "sequences": len(trajs),
+                "policy_tokens": sum(sum(t.env_mask) for t in trajs),
+                "pool_calls": sum(len(t.calls) for t in trajs),
+            }
+        )
         return trajs
 
     def _inject(self, traj: Trajectory, observation: str, capped: bool) -> None:

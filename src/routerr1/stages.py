@@ -20,9 +20,10 @@ from routerr1.config import (
     pool_entries,
     rollout_config,
     train_config,
+    warm_start_config,
 )
 from routerr1.io import write_json_atomic, write_parquet_atomic
-from routerr1.prompt import descriptor_from_mapping
+from routerr1.prompt import descriptor_from_mapping, router_prompts
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,25 @@ def _model_dirs(cfg: Mapping[str, Any], root: Path = MODELS_ROOT) -> dict[str, P
     return {key: model_dir(root / key) for key in cfg["models"] if (root / key).exists()}
 
 
-def _loadable(fetched: str | Path) -> Path:
-    from routerr1.models import model_dir
+def _loadable(folder: str | Path) -> Path:
+    """A fetched model (resolved through its marker) or a trained/warm-started one (as is)."""
+    from routerr1.models import MARKER, model_dir
 
-    return model_dir(Path(fetched))
+    folder = Path(folder)
+    return model_dir(folder) if (folder / MARKER).exists() else folder
 
 
 def _pool(cfg: Mapping[str, Any], models_root: Path = MODELS_ROOT):
-    from routerr1.pool.base import local_pool
+    from routerr1.pool.base import build_pool
+    from routerr1.pool.cache import DEFAULT_CACHE_PATH, CallCache
 
-    entries = pool_entries(cfg)
-    return local_pool(
-        entries, _model_dirs(cfg, models_root), max_batch_size=eval_config(cfg).batch_size
+    # deterministic calls are replayed from the cache; their recorded tokens are still priced
+    cache = CallCache(DEFAULT_CACHE_PATH) if cfg.get("pool_cache", True) else None
+    return build_pool(
+        pool_entries(cfg),
+        _model_dirs(cfg, models_root),
+        max_batch_size=eval_config(cfg).batch_size,
+        cache=cache,
     )
 
 
@@ -141,6 +149,99 @@ def load_descriptors(path: str | Path):
     return [descriptor_from_mapping(d) for d in json.loads(Path(path).read_text())]
 
 
+# -- warm start -------------------------------------------------------------------------------
+def pool_answers(
+    cfg: Mapping[str, Any], records_in: str, out: str, models_root: Path = MODELS_ROOT
+) -> pd.DataFrame:
+    """Every pool model's direct answer to every training question (the warm start's source)."""
+    from routerr1.data import read_records
+    from routerr1.pool.profile import profile_pool
+
+    records = read_records(records_in)
+    _, calls = profile_pool(
+        _pool(cfg, models_root),
+        [r.question for r in records],
+        [r.golden_answers for r in records],
+        batch_size=eval_config(cfg).batch_size,
+    )
+    write_parquet_atomic(calls, out)
+    return calls
+
+
+def warmstart(
+    cfg: Mapping[str, Any],
+    train_in: str,
+    answers_in: str,
+    descriptors_in: str,
+    heldout_in: str,
+    policy_dir: str,
+    model_out: str,
+    report_out: str,
+    models_root: Path = MODELS_ROOT,
+) -> dict[str, Any]:
+    """SFT the policy on well-formed trajectories; report format compliance before and after."""
+    import random
+
+    from routerr1.data import read_records
+    from routerr1.parse import ModelNameResolver
+    from routerr1.rollout import RolloutEngine
+    from routerr1.tracking import log_json_artifact, tracked_run
+    from routerr1.train import load_policy
+    from routerr1.warmstart import build_examples, format_compliance, warm_start
+
+    wcfg, rcfg = warm_start_config(cfg), rollout_config(cfg)
+    descriptors = load_descriptors(descriptors_in)
+    pool = _pool(cfg, models_root)
+    resolver = ModelNameResolver(pool.names, pool.aliases)
+    heldout = read_records(heldout_in)
+    random.Random(cfg["seed"]).shuffle(heldout)
+    heldout = heldout[: wcfg.n_eval]
+
+    def compliance(folder: Path) -> dict[str, dict[str, float]]:
+        model, tok = load_policy(folder, "float32")
+        engine = RolloutEngine(
+            tok, pool, rcfg, batch_size=eval_config(cfg).batch_size, resolver=resolver
+        )
+        prompts = router_prompts(
+            tok, [r.question for r in heldout], descriptors, rcfg.compressed_descriptors
+        )
+        return {
+            mode: format_compliance(engine.run(model, prompts, greedy=mode == "greedy"), resolver)
+            for mode in ("greedy", "sampled")
+        }
+
+    base = _loadable(policy_dir)
+    with tracked_run(cfg, "warm_start", "warm_start", {"stage": "warm_start"}):
+        mlflow.log_params({f"warm_start.{k}": v for k, v in wcfg.__dict__.items()})
+        _, tok = load_policy(base, "float32")
+        examples = build_examples(
+            read_records(train_in),
+            pd.read_parquet(answers_in),
+            pool_entries(cfg),
+            descriptors,
+            tok,
+            rcfg,
+            seed=cfg["seed"],
+        )
+        before = compliance(base)
+        sft = warm_start(
+            base, examples, model_out, wcfg, seed=cfg["seed"], bf16=train_config(cfg).bf16
+        )
+        after = compliance(Path(model_out))
+        report = {
+            "before": before,
+            "after": after,
+            "sft": sft,
+            "targets": pd.Series([e["target_model"] for e in examples]).value_counts().to_dict(),
+        }
+        for when, modes in (("before", before), ("after", after)):
+            for mode, vals in modes.items():
+                mlflow.log_metrics({f"{when}.{mode}.{k}": v for k, v in vals.items()})
+        log_json_artifact(report, "warm_start.json")
+        write_json_atomic(report, report_out)
+    return report
+
+
 # -- train -------------------------------------------------------------------------------------
 def train(
     cfg: Mapping[str, Any],
@@ -151,24 +252,18 @@ def train(
     checkpoints: str,
     model_out: str,
     models_root: Path = MODELS_ROOT,
+    track: bool = True,
 ) -> dict[str, Any]:
+    """Train one router; ``track=False`` (ranks other than 0 under accelerate) skips MLflow."""
     from routerr1.data import read_records
     from routerr1.tracking import flat_params, log_json_artifact, tracked_run
     from routerr1.train import step_metrics, train_router
+    from routerr1.vllm_rollout import vllm_config
 
     tcfg, rcfg = train_config(cfg), rollout_config(cfg)
-    key = f"train/alpha~{alpha!r}"
-    with tracked_run(cfg, key, f"train alpha={alpha}", {"stage": "train", "alpha": str(alpha)}):
-        mlflow.log_params(
-            {
-                **flat_params("train", cfg["train"]),
-                **flat_params("rollout", cfg["rollout"]),
-                "alpha": alpha,
-                "policy": cfg["policy"]["model"],
-            }
-        )
-        log_json_artifact(price_table(cfg), "price_table.json")
-        summary = train_router(
+
+    def run() -> dict[str, Any]:
+        return train_router(
             policy_dir=_loadable(policy_dir),
             policy_dtype=cfg["policy"]["dtype"],
             records=read_records(train_in),
@@ -180,7 +275,24 @@ def train(
             checkpoint_dir=checkpoints,
             model_out=model_out,
             seed=cfg["seed"],
+            mlflow_active=track,
+            vllm=vllm_config(cfg),
         )
+
+    if not track:
+        return run()
+    key = f"train/alpha~{alpha!r}"
+    with tracked_run(cfg, key, f"train alpha={alpha}", {"stage": "train", "alpha": str(alpha)}):
+        mlflow.log_params(
+            {
+                **flat_params("train", cfg["train"]),
+                **flat_params("rollout", cfg["rollout"]),
+                "alpha": alpha,
+                "policy": cfg["policy"]["model"],
+            }
+        )
+        log_json_artifact(price_table(cfg), "price_table.json")
+        summary = run()
         final = step_metrics(summary["history"])
         mlflow.log_metrics({f"final/{k.replace('/', '.')}": v for k, v in final.items()})
         log_json_artifact(summary, "train_summary.json")
@@ -200,6 +312,7 @@ def _log_eval(rows: pd.DataFrame) -> None:
             }
         )
     mlflow.log_metrics({"em": 100 * rows["em"].mean(), "cost": rows["cost"].mean()})
+    mlflow.set_tag("benchmarks", ",".join(sorted(rows["benchmark"].unique())))
 
 
 def evaluate_router(
@@ -224,11 +337,10 @@ def evaluate_router(
         "method": method,
         "family": family,
         "alpha": "" if alpha is None else str(alpha),
+        "pool_hash": pool_hash(cfg),
     }
     with tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
-        if (Path(policy_dir) / "routerr1_source.json").exists():  # untrained: a fetched model
-            policy_dir = _loadable(policy_dir)
-        model, tok = load_policy(policy_dir, cfg["policy"]["dtype"])
+        model, tok = load_policy(_loadable(policy_dir), cfg["policy"]["dtype"])
         rows = run_router(
             model=model,
             tokenizer=tok,
@@ -260,7 +372,7 @@ def evaluate_single(
         cfg,
         f"eval/{method}",
         f"eval {method}",
-        {"stage": "evaluate", "method": method, "family": "single"},
+        {"stage": "evaluate", "method": method, "family": "single", "pool_hash": pool_hash(cfg)},
     ):
         rows = run_single(
             _pool(cfg, models_root),
@@ -271,4 +383,176 @@ def evaluate_single(
         _log_eval(rows)
         log_json_artifact(price_table(cfg), "price_table.json")
         write_parquet_atomic(rows, out)
+    return rows
+
+
+# -- baselines ---------------------------------------------------------------------------------
+# Oracle, largest, random and KNN reuse the single-model answers (no new pool inference); the
+# unseen-model evaluation reruns each trained router with the pool extended by pool_unseen.
+def pool_hash(cfg: Mapping[str, Any]) -> str:
+    """sha256 of the pool's (name, model, prices), sorted by name: equal pools, equal hash."""
+    import hashlib
+
+    entries = sorted(
+        (
+            {"name": e.name, "model": e.model, "price_in": e.price_in, "price_out": e.price_out}
+            for e in pool_entries(cfg)
+        ),
+        key=lambda d: d["name"],
+    )
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+def _read_rows(paths: list[str]) -> pd.DataFrame:
+    if not paths:
+        raise ValueError("single_in: no single-model result files")
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def _record_baseline(
+    cfg: Mapping[str, Any], rows: pd.DataFrame, out: str, params: Mapping[str, Any]
+) -> None:
+    """Log a derived baseline as an evaluation run (same metrics and tags) and write its rows."""
+    from routerr1.baselines import routed_model
+    from routerr1.tracking import log_json_artifact, tracked_run
+
+    method, family = str(rows["method"].iloc[0]), str(rows["family"].iloc[0])
+    tags = {
+        "stage": "evaluate",
+        "method": method,
+        "family": family,
+        "alpha": "",
+        "pool_hash": pool_hash(cfg),
+    }
+    with tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
+        if params:
+            mlflow.log_params(dict(params))
+        _log_eval(rows)
+        # which model each question went to, e.g. how often the oracle gets away with the cheap one
+        share = rows["trajectory"].map(routed_model).value_counts(normalize=True)
+        mlflow.log_metrics({f"route_share.{m}": float(v) for m, v in share.items()})
+        log_json_artifact(price_table(cfg), "price_table.json")
+        write_parquet_atomic(rows, out)
+
+
+def derived_baseline(
+    cfg: Mapping[str, Any], kind: str, single_in: list[str], out: str
+) -> pd.DataFrame:
+    """The oracle, largest-model or random-router rows from the single-model results."""
+    from routerr1 import baselines as bl
+
+    single = _read_rows(single_in)
+    params: dict[str, Any] = {}
+    if kind == "oracle":
+        prices = {e.name: (e.price_in, e.price_out) for e in pool_entries(cfg)}
+        rows = bl.oracle_rows(single, prices)
+    elif kind == "largest":
+        params["largest"] = name = bl.largest_pool_name(cfg["pool"])
+        rows = bl.largest_rows(single, name)
+    elif kind == "random":
+        params["seed"] = cfg["seed"]
+        rows = bl.random_rows(single, cfg["seed"])
+    else:
+        raise ValueError(f"kind: unknown derived baseline {kind!r}; expected oracle|largest|random")
+    _record_baseline(cfg, rows, out, params)
+    return rows
+
+
+def fetch_embedder(cfg: Mapping[str, Any], dest: str) -> Path:
+    from routerr1.baselines import fetch_embedder as fetch
+
+    return fetch(cfg["eval"]["knn"]["embedder"], dest)
+
+
+def knn_baseline(
+    cfg: Mapping[str, Any],
+    single_in: list[str],
+    calls_in: str,
+    embedder_dir: str,
+    out: str,
+) -> pd.DataFrame:
+    """KNN router over the profiling calls, answering with the single-model rows."""
+    from routerr1.baselines import MiniLMEmbedder, knn_rows
+
+    knn = cfg["eval"]["knn"]
+    rows = knn_rows(
+        _read_rows(single_in), pd.read_parquet(calls_in), MiniLMEmbedder(embedder_dir), knn["k"]
+    )
+    _record_baseline(cfg, rows, out, {"k": knn["k"], "embedder": knn["embedder"]["package"]})
+    return rows
+
+
+def profile_unseen(
+    cfg: Mapping[str, Any],
+    profile_in: str,
+    profile_out: str,
+    calls_out: str,
+    models_root: Path = MODELS_ROOT,
+) -> pd.DataFrame:
+    """Profile the pool_unseen models on the same questions as the training pool."""
+    from routerr1.baselines import extended_pool_config
+    from routerr1.data import read_records
+    from routerr1.pool.profile import profile_pool
+    from routerr1.tracking import tracked_run
+
+    extended_pool_config(cfg)  # checks the entries before any model loads
+    unseen_cfg = {**cfg, "pool": list(cfg["pool_unseen"])}
+    records = read_records(profile_in)
+    tags = {"stage": "profile", "pool_hash": pool_hash(unseen_cfg)}
+    with tracked_run(cfg, "profile_pool_unseen", "profile_pool_unseen", tags):
+        summary, calls = profile_pool(
+            _pool(unseen_cfg, models_root),
+            [r.question for r in records],
+            [r.golden_answers for r in records],
+            batch_size=eval_config(cfg).batch_size,
+        )
+        for row in summary.to_dict("records"):
+            for k in ("latency_p50_s", "latency_p95_s", "tokens_per_s", "em", "f1", "mean_cost"):
+                mlflow.log_metric(f"{row['name']}.{k}", row[k])
+        write_parquet_atomic(calls, calls_out)
+        write_parquet_atomic(summary, profile_out)
+    return summary
+
+
+def describe_unseen(pool_profile_in: str, unseen_profile_in: str, out_json: str) -> list[dict]:
+    """Descriptors of the extended pool: the training pool's, unchanged, then the unseen ones."""
+    import tempfile
+
+    merged = pd.concat(
+        [pd.read_parquet(pool_profile_in), pd.read_parquet(unseen_profile_in)], ignore_index=True
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "profile.parquet"
+        merged.to_parquet(path, index=False)
+        return describe(str(path), out_json)
+
+
+def evaluate_router_unseen(
+    cfg: Mapping[str, Any],
+    eval_in: str,
+    descriptors_in: str,
+    policy_dir: str,
+    out: str,
+    method: str,
+    alpha: float,
+    models_root: Path = MODELS_ROOT,
+) -> pd.DataFrame:
+    """A trained router with the pool extended by pool_unseen; rows add ``unseen_calls``."""
+    from routerr1.baselines import extended_pool_config, unseen_calls
+
+    ext = extended_pool_config(cfg)
+    rows = evaluate_router(
+        ext,
+        eval_in,
+        descriptors_in,
+        policy_dir,
+        out,
+        method=method,
+        family="router-r1-unseen",
+        alpha=alpha,
+        models_root=models_root,
+    )
+    names = [p["name"] for p in cfg["pool_unseen"]]
+    rows = rows.assign(unseen_calls=unseen_calls(list(rows["trajectory"]), ext["pool"], names))
+    write_parquet_atomic(rows, out)
     return rows

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from routerr1.data import QARecord
 from routerr1.io import write_json_atomic
 from routerr1.parse import ModelNameResolver
 from routerr1.pool.base import Pool
-from routerr1.prompt import Descriptor, chat_prompt, render_router_prompt
+from routerr1.prompt import Descriptor, router_prompts
 from routerr1.reward import CostNormalizer, score_trajectory
 from routerr1.rollout import RolloutEngine
+from routerr1.vllm_rollout import VllmConfig, VllmRolloutEngine, check_runtime, grpo_vllm_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,11 @@ def load_policy(path: str | Path, dtype: str = "float32"):
 def router_dataset(
     records: Sequence[QARecord], descriptors: Sequence[Descriptor], tokenizer, compressed: bool
 ) -> Dataset:
+    prompts = router_prompts(tokenizer, [r.question for r in records], descriptors, compressed)
     return Dataset.from_list(
         [
-            {
-                "prompt": chat_prompt(
-                    tokenizer, render_router_prompt(r.question, descriptors, compressed)
-                ),
-                "golden_answers": list(r.golden_answers),
-                "qid": f"{r.benchmark}/{r.id}",
-            }
-            for r in records
+            {"prompt": p, "golden_answers": list(r.golden_answers), "qid": f"{r.benchmark}/{r.id}"}
+            for p, r in zip(prompts, records, strict=True)
         ]
     )
 
@@ -113,13 +110,17 @@ def make_rollout_func(engine: RolloutEngine):
     """
 
     def rollout_func(prompts: list[str], trainer) -> dict[str, list]:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        was_training = model.training
-        model.eval()
-        try:
-            trajs = engine.run(model, prompts, greedy=False)
-        finally:
-            model.train(was_training)
+        if isinstance(engine, VllmRolloutEngine):  # config vllm.enabled: vLLM samples the tokens
+            engine.attach(trainer.vllm_generation)
+            trajs = engine.run(None, prompts, greedy=False)
+        else:
+            with generation_model(trainer) as model:
+                was_training = model.training
+                model.eval()
+                try:
+                    trajs = engine.run(model, prompts, greedy=False)
+                finally:
+                    model.train(was_training)
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
@@ -133,6 +134,77 @@ def make_rollout_func(engine: RolloutEngine):
         }
 
     return rollout_func
+
+
+@contextmanager
+def generation_model(trainer) -> Iterator[Any]:
+    """The policy the rollout generates with: whole weights on this process, no collectives.
+
+    The multi-turn rollout runs a different number of generate calls on each process, so it must
+    never run a sharded forward pass (those need every process in step). Under DeepSpeed ZeRO-3
+    the shards are gathered for the rollout (TRL's helper); under FSDP a plain copy of the policy
+    is refreshed from the full state dict; otherwise the model already holds whole weights.
+    """
+    from trl.distributed import DistributedBackend
+
+    backend = DistributedBackend(trainer.accelerator)
+    if backend.is_fsdp:
+        yield fsdp_generation_copy(trainer)
+    elif backend.is_zero3:
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            yield model
+    else:
+        yield trainer.accelerator.unwrap_model(trainer.model)
+
+
+def fsdp_generation_copy(trainer):
+    """An unsharded copy of the policy with the current weights (one all-gather per call)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(
+        trainer.model_wrapped, options=StateDictOptions(full_state_dict=True)
+    )
+    copy = getattr(trainer, "_routerr1_generation_copy", None)
+    if copy is None:
+        from transformers import AutoModelForCausalLM
+
+        config = trainer.accelerator.unwrap_model(trainer.model).config
+        dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+        copy = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        copy.to(trainer.accelerator.device)
+        trainer._routerr1_generation_copy = copy
+    copy.load_state_dict(state)
+    return copy
+
+
+def world_size() -> int:
+    """Processes training together (torch.distributed's WORLD_SIZE; 1 when not launched)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def batch_geometry(
+    prompts_per_step: int, num_generations: int, micro_batch_size: int, processes: int = 1
+) -> tuple[int, int, int]:
+    """(generation batch, micro batch per process, gradient accumulation steps).
+
+    One optimizer step consumes the whole generation batch, split evenly over the processes.
+    """
+    gen_batch = prompts_per_step * num_generations
+    if gen_batch % processes:
+        raise ValueError(
+            f"train.prompts_per_step: prompts_per_step*num_generations={gen_batch} must divide "
+            f"evenly over {processes} processes"
+        )
+    per_process = gen_batch // processes
+    micro = min(micro_batch_size, per_process)
+    if per_process % micro:
+        raise ValueError(
+            f"train.micro_batch_size: {micro} must divide "
+            f"prompts_per_step*num_generations/processes={per_process}"
+        )
+    return gen_batch, micro, per_process // micro
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
@@ -155,28 +227,40 @@ def train_router(
     model_out: str | Path,
     seed: int = 0,
     mlflow_active: bool = True,
+    vllm: VllmConfig | None = None,
 ) -> dict[str, Any]:
     """Train one router for cost coefficient ``alpha``; resumes from the last checkpoint."""
+    import importlib.util
+
     from trl import GRPOConfig, GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: {alpha} is outside [0, 1]")
+    vllm = vllm or VllmConfig()
+    check_runtime(
+        vllm, world_size(), torch.cuda.is_available(), importlib.util.find_spec("vllm") is not None
+    )
     checkpoint_dir = Path(checkpoint_dir)
     model, tok = load_policy(policy_dir, policy_dtype)
     resolver = ModelNameResolver(pool.names, pool.aliases)
-    engine = RolloutEngine(
-        tok, pool, rollout_cfg, batch_size=train_cfg.micro_batch_size * 4, resolver=resolver
+    engine_class = VllmRolloutEngine if vllm.enabled else RolloutEngine
+    engine = engine_class(
+        tok,
+        pool,
+        rollout_cfg,
+        batch_size=rollout_cfg.batch_size,
+        resolver=resolver,
+        autocast_bf16=train_cfg.bf16,
     )
     dataset = router_dataset(records, descriptors, tok, rollout_cfg.compressed_descriptors)
 
-    gen_batch = train_cfg.prompts_per_step * train_cfg.num_generations
-    micro = min(train_cfg.micro_batch_size, gen_batch)
-    if gen_batch % micro:
-        raise ValueError(
-            f"train.micro_batch_size: {micro} must divide "
-            f"prompts_per_step*num_generations={gen_batch}"
-        )
+    gen_batch, micro, grad_accum = batch_geometry(
+        train_cfg.prompts_per_step,
+        train_cfg.num_generations,
+        train_cfg.micro_batch_size,
+        world_size(),
+    )
     args = GRPOConfig(
         output_dir=str(checkpoint_dir),
         max_steps=train_cfg.max_steps,
@@ -184,7 +268,7 @@ def train_router(
         beta=train_cfg.beta,
         num_generations=train_cfg.num_generations,
         per_device_train_batch_size=micro,
-        gradient_accumulation_steps=gen_batch // micro,
+        gradient_accumulation_steps=grad_accum,
         generation_batch_size=gen_batch,
         max_completion_length=rollout_cfg.max_total_tokens + rollout_cfg.max_final_tokens,
         temperature=rollout_cfg.temperature,
@@ -200,29 +284,54 @@ def train_router(
         log_completions=False,
         disable_tqdm=False,
         shuffle_dataset=True,
+        **grpo_vllm_kwargs(vllm),
     )
+    peft_config = None
+    if train_cfg.lora_r > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=train_cfg.lora_r,
+            lora_alpha=train_cfg.lora_alpha,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
     trainer = GRPOTrainer(
         model=model,
+        peft_config=peft_config,
         reward_funcs=[RouterReward(alpha, resolver, train_cfg)],
         args=args,
         train_dataset=dataset,
         processing_class=tok,
         rollout_func=make_rollout_func(engine),
     )
+    from trl.distributed import DistributedBackend
+
+    backend = DistributedBackend(trainer.accelerator)
+    sharded = backend.is_zero3 or backend.is_fsdp
+    if sharded and peft_config is not None:
+        raise ValueError("train.lora_r: LoRA needs whole weights; use ZeRO-2 or one process")
     resume = _last_checkpoint(checkpoint_dir)
     if resume:
         log.info("resuming alpha=%s from %s", alpha, resume)
     result = trainer.train(resume_from_checkpoint=resume)
 
     model_out = Path(model_out)
-    tmp = model_out.with_name(model_out.name + ".partial")
-    trainer.save_model(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if model_out.exists():
-        import shutil
+    acc = trainer.accelerator
+    # gathering shards is a collective: every process takes part, the main one writes
+    state_dict = acc.get_state_dict(trainer.model_wrapped) if sharded else None
+    if acc.is_main_process:
+        tmp = model_out.with_name(model_out.name + ".partial")
+        trained = acc.unwrap_model(trainer.model)
+        if peft_config is not None:  # downstream stages load a plain model
+            trained = trained.merge_and_unload()
+        trained.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        if model_out.exists():
+            import shutil
 
-        shutil.rmtree(model_out)
-    tmp.rename(model_out)
+            shutil.rmtree(model_out)
+        tmp.rename(model_out)
 
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     summary = {
@@ -232,8 +341,11 @@ def train_router(
         "train_cfg": asdict(train_cfg),
         "rollout_cfg": asdict(rollout_cfg),
         "history": history,
+        "rollouts": engine.run_log,
     }
-    write_json_atomic(summary, model_out / "routerr1_train.json")
+    if acc.is_main_process:
+        write_json_atomic(summary, model_out / "routerr1_train.json")
+    acc.wait_for_everyone()
     return summary
 
 

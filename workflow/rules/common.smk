@@ -3,7 +3,14 @@ from routerr1.workflow import slug
 
 POLICY_MODEL = config["policy"]["model"]
 POOL = {slug(p["name"]): p for p in config["pool"]}
-POOL_MODEL_KEYS = sorted({p["model"] for p in config["pool"]})
+# weights to fetch: only models the pipeline runs itself (backend openai calls an endpoint)
+POOL_MODEL_KEYS = sorted({p["model"] for p in config["pool"] if p["backend"] == "local"})
+# GRPO starts from the warm-started policy when the format warm start is on
+GRPO_POLICY = (
+    "results/warmstart/model"
+    if config["warm_start"]["enabled"]
+    else f"resources/models/{POLICY_MODEL}"
+)
 ALPHAS = [alpha_label(a) for a in config["train"]["alphas"]]
 
 
@@ -23,4 +30,9 @@ def eval_outputs():
         outs += expand("results/eval/single/{member}.parquet", member=sorted(POOL))
     if "prompt_router" in config["eval"]["baselines"]:
         outs.append("results/eval/prompt_router/untrained.parquet")
+    for name in ("oracle", "largest", "random", "knn"):
+        if name in config["eval"]["baselines"]:
+            outs.append(f"results/eval/baselines/{name}.parquet")
+    if config["pool_unseen"]:
+        outs += expand("results/eval/router_unseen/alpha~{alpha}.parquet", alpha=ALPHAS)
     return outs

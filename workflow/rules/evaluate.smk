@@ -49,6 +49,8 @@ rule evaluate_single:
         "results/benchmarks/evaluate/single_{member}.tsv",
     params:
         name=lambda wc: POOL[wc.member]["name"],
+        # a changed price or prompt setting must redo this model's rows (Snakemake tracks params)
+        entry=lambda wc: POOL[wc.member],
     threads: config["threads"]
     conda:
         "../envs/routerr1.yaml"

@@ -1,8 +1,47 @@
+rule pool_answers:
+    input:
+        train="results/data/train.parquet",
+        models=[model_dir(k) for k in POOL_MODEL_KEYS],
+    output:
+        "results/warmstart/pool_answers.parquet",
+    log:
+        "logs/pool_answers.log",
+    benchmark:
+        "results/benchmarks/pool_answers.tsv"
+    threads: config["threads"]
+    conda:
+        "../envs/routerr1.yaml"
+    script:
+        "../scripts/pool_answers.py"
+
+
+rule warm_start:
+    input:
+        train="results/data/train.parquet",
+        answers="results/warmstart/pool_answers.parquet",
+        descriptors="results/pool/descriptors.json",
+        heldout="results/data/eval.parquet",
+        policy=model_dir(POLICY_MODEL),
+        models=[model_dir(k) for k in POOL_MODEL_KEYS],
+    output:
+        model=directory("results/warmstart/model"),
+        report="results/warmstart/format.json",
+    log:
+        "logs/warm_start.log",
+    benchmark:
+        "results/benchmarks/warm_start.tsv"
+    threads: config["threads"]
+    conda:
+        "../envs/routerr1.yaml"
+    script:
+        "../scripts/warm_start.py"
+
+
 rule train_router:
     input:
         train="results/data/train.parquet",
         descriptors="results/pool/descriptors.json",
-        policy=model_dir(POLICY_MODEL),
+        policy=GRPO_POLICY,
         models=[model_dir(k) for k in POOL_MODEL_KEYS],
     output:
         directory("results/train/alpha~{alpha}/model"),

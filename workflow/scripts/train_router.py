@@ -1,13 +1,17 @@
-from routerr1 import stages
+from routerr1.launch import TrainJob, run_train_job
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.train(
+    # in process, or `accelerate launch` over the job's GPUs, as config `launch` says
+    run_train_job(
         snakemake.config,
-        alpha=float(snakemake.wildcards.alpha),
-        train_in=snakemake.input.train,
-        descriptors_in=snakemake.input.descriptors,
-        policy_dir=snakemake.input.policy,
-        checkpoints=snakemake.params.checkpoints,
-        model_out=snakemake.output[0],
+        TrainJob(
+            alpha=float(snakemake.wildcards.alpha),
+            train_in=snakemake.input.train,
+            descriptors_in=snakemake.input.descriptors,
+            policy_dir=snakemake.input.policy,
+            checkpoints=snakemake.params.checkpoints,
+            model_out=snakemake.output[0],
+        ),
+        gpus=int(getattr(snakemake.resources, "gpu", 0) or 0),
     )

@@ -1,8 +1,12 @@
 """The model pool: named models with prices, batched calls, honest token and cost accounting.
 
-Backends only need ``answer(questions, max_new_tokens) -> list[Generation]``. The pool groups a
-batch of calls by model so each backend sees one batched request, and prices every call from
-its input and output tokens.
+Backends only need ``answer(questions, max_new_tokens) -> list[Generation]``: in process
+(``routerr1.pool.local.LocalModel``) or over an OpenAI-compatible endpoint
+(``routerr1.pool.openai_backend.OpenAIBackend``), chosen per pool entry by its ``backend``. The
+pool groups a batch of calls by model so each backend sees one batched request, and prices every
+call from its input and output tokens. An optional persistent call cache
+(``routerr1.pool.cache.CallCache``) answers repeated deterministic calls with their recorded
+tokens, so a cached call is priced exactly like a fresh one.
 """
 
 from __future__ import annotations
@@ -12,16 +16,41 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from routerr1.config import PoolEntry
 from routerr1.reward import call_cost
 
+if TYPE_CHECKING:
+    from routerr1.pool.cache import CallCache
+
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Generation:
+    """One answer from a backend.
+
+    ``in_tokens``: prompt tokens, padding excluded. ``out_tokens``: tokens generated up to and
+    including the EOS or the stop token (tokens after the cut in post-processing still count:
+    they were computed). ``latency_s``: for the local backend, wall time of the whole batch the
+    request ran in (the latency a caller in that batch observes); for the openai backend, the
+    request's own wall time, retries included. ``error``: set (and ``text`` empty) when the call
+    failed. ``finish_reason``: "stop" or "length" where known. ``cached``: answered from the
+    call cache (tokens and latency are the recorded ones).
+    """
+
+    text: str
+    in_tokens: int
+    out_tokens: int
+    latency_s: float
+    error: str | None = None
+    finish_reason: str | None = None
+    cached: bool = False
+
+
 class Backend(Protocol):
-    def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list: ...
+    def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,7 @@ class PoolCall:
     cost: float
     latency_s: float
     error: str | None = None
+    cached: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,10 +76,12 @@ class Pool:
         self,
         entries: Sequence[PoolEntry],
         backend_factory: Callable[[PoolEntry], Backend],
+        cache: CallCache | None = None,
     ) -> None:
         self.entries = {e.name: e for e in entries}
         self._factory = backend_factory
         self._backends: dict[str, Backend] = {}
+        self.cache = cache
 
     @property
     def names(self) -> list[str]:
@@ -64,6 +96,25 @@ class Pool:
             self._backends[name] = self._factory(self.entries[name])
         return self._backends[name]
 
+    def check(self) -> None:
+        """Fail early, naming the model and URL, when a remote endpoint is unreachable or
+        rejects its key. Local models are not loaded here."""
+        for name, entry in self.entries.items():
+            if entry.backend == "local":
+                continue
+            check = getattr(self.backend(name), "check", None)
+            if check is not None:
+                check()
+
+    def close(self) -> None:
+        """Release backend resources (HTTP clients, thread pools) and the cache connection."""
+        for backend in self._backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        if self.cache is not None:
+            self.cache.close()
+
     def call(self, requests: Sequence[tuple[str, str]]) -> list[PoolCall]:
         """Answer (model name, query) pairs, batched per model, results in input order."""
         by_model: dict[str, list[int]] = defaultdict(list)
@@ -75,16 +126,9 @@ class Pool:
         for name, idxs in by_model.items():
             entry = self.entries[name]
             queries = [requests[i][1] for i in idxs]
-            try:
-                gens = self.backend(name).answer(queries, max_new_tokens=entry.max_new_tokens)
-            except Exception as exc:  # a failing model becomes an observation, never a crash
-                log.warning("pool model %s failed: %s", name, exc)
-                gens = [None] * len(idxs)
-                err = f"{type(exc).__name__}: {exc}"
+            gens = self._answer(entry, queries)
             for i, q, g in zip(idxs, queries, gens, strict=True):
-                if g is None:
-                    out[i] = PoolCall(name, q, "", 0, 0, 0.0, 0.0, err)
-                    continue
+                # Cached or fresh, a call is priced from its tokens with today's prices.
                 out[i] = PoolCall(
                     model=name,
                     query=q,
@@ -94,23 +138,77 @@ class Pool:
                     cost=call_cost(g.in_tokens, g.out_tokens, entry.price_in, entry.price_out),
                     latency_s=float(g.latency_s),
                     error=g.error,
+                    cached=g.cached,
                 )
         return out  # type: ignore[return-value]
 
+    def _answer(self, entry: PoolEntry, queries: list[str]) -> list[Generation]:
+        """Cache hits first, then one batched backend call for the misses."""
+        gens: list[Generation | None] = [None] * len(queries)
+        keys: list[str | None] = [None] * len(queries)
+        if self.cache is not None:
+            from routerr1.pool.cache import call_key
 
-def local_pool(
+            keys = [call_key(entry, q, entry.max_new_tokens) for q in queries]
+            hits = self.cache.get_many([k for k in keys if k is not None])
+            gens = [hits.get(k) if k is not None else None for k in keys]
+        miss = [j for j, g in enumerate(gens) if g is None]
+        if not miss:
+            return gens  # type: ignore[return-value]
+        fresh = self._backend_answer(entry, [queries[j] for j in miss])
+        for j, g in zip(miss, fresh, strict=True):
+            gens[j] = g
+        if self.cache is not None:
+            self.cache.put_many(
+                [
+                    (keys[j], g, entry.name)
+                    for j, g in zip(miss, fresh, strict=True)
+                    if keys[j] is not None and g.error is None
+                ]
+            )
+        return gens  # type: ignore[return-value]
+
+    def _backend_answer(self, entry: PoolEntry, queries: list[str]) -> list[Generation]:
+        try:
+            gens = self.backend(entry.name).answer(queries, max_new_tokens=entry.max_new_tokens)
+        except Exception as exc:  # a failing model becomes an observation, never a crash
+            log.warning("pool model %s failed: %s", entry.name, exc)
+            err = f"{type(exc).__name__}: {exc}"
+            return [Generation("", 0, 0, 0.0, error=err) for _ in queries]
+        if len(gens) != len(queries):
+            err = f"backend returned {len(gens)} answers for {len(queries)} questions"
+            log.warning("pool model %s: %s", entry.name, err)
+            return [Generation("", 0, 0, 0.0, error=err) for _ in queries]
+        return list(gens)
+
+
+def build_pool(
     entries: Sequence[PoolEntry],
     model_dirs: Mapping[str, str | Path],
     max_batch_size: int = 16,
+    cache: CallCache | None = None,
 ) -> Pool:
-    """A pool whose models run in-process with transformers."""
-    from routerr1.pool.local import LocalModel
+    """A pool with one backend per entry, chosen by ``entry.backend``.
 
-    missing = [e.model for e in entries if e.model not in model_dirs]
+    ``local`` entries run in process with transformers and need fetched weights in
+    ``model_dirs``. ``openai`` entries call their endpoint; when the model's folder is there
+    too, its tokenizer counts tokens for servers that report no ``usage``.
+    """
+    unknown = sorted({e.backend for e in entries} - set(BACKENDS))
+    if unknown:
+        raise ValueError(f"pool: backend {unknown} is not one of {list(BACKENDS)}")
+    missing = [e.model for e in entries if e.backend == "local" and e.model not in model_dirs]
     if missing:
         raise ValueError(f"pool: no fetched weights for model keys {missing}")
 
     def factory(entry: PoolEntry) -> Backend:
+        if entry.backend == "openai":
+            from routerr1.pool.openai_backend import OpenAIBackend
+
+            folder = model_dirs.get(entry.model)
+            return OpenAIBackend.from_entry(entry, tokenizer=Path(folder) if folder else None)
+        from routerr1.pool.local import LocalModel
+
         return LocalModel(
             Path(model_dirs[entry.model]),
             prompt_style=entry.prompt_style,
@@ -119,4 +217,10 @@ def local_pool(
             chat_examples=entry.chat_examples,
         )
 
-    return Pool(entries, factory)
+    return Pool(entries, factory, cache=cache)
+
+
+BACKENDS = ("local", "openai")
+
+# Existing callers: the pool used to be local only; build_pool serves every backend.
+local_pool = build_pool

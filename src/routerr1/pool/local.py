@@ -8,17 +8,17 @@ answers short factual questions:
 * ``fewshot`` style (base models): three ``Question: ...\\nAnswer: ...`` examples, then the
   question; generation stops at the first newline.
 
-Requests are sorted by prompt length and batched, so left padding stays small. Torch thread
-counts are the caller's business (set them from the config).
+Both prompts are built as chat messages by ``routerr1.pool.messages`` (shared with the openai
+backend and ``serve-pool``), then rendered here. Requests are sorted by prompt length and
+batched, so left padding stays small. Torch thread counts are the caller's business (set them
+from the config).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,49 +30,31 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from routerr1.pool.base import Generation
+from routerr1.pool.messages import (
+    CHAT_INSTRUCTION,
+    DEFAULT_FEWSHOT,
+    PROMPT_STYLES,
+    Message,
+    clean_answer,
+    question_messages,
+    render_fewshot,
+)
+
+__all__ = [
+    "CHAT_INSTRUCTION",
+    "DEFAULT_FEWSHOT",
+    "PROMPT_STYLES",
+    "Generation",
+    "LocalModel",
+    "clean_answer",
+]
+
 log = logging.getLogger(__name__)
 
-PROMPT_STYLES = ("chat", "fewshot")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
-DEFAULT_FEWSHOT: tuple[tuple[str, str], ...] = (
-    ("What is the capital city of Australia?", "Canberra"),
-    ("Who wrote the novel Pride and Prejudice?", "Jane Austen"),
-    ("In what year did the Berlin Wall fall?", "1989"),
-)
-CHAT_INSTRUCTION = (
-    "Answer the question with a short, direct answer of a few words. "
-    "Give only the answer, no explanation and no full sentence.\n\nQuestion: {question}"
-)
 # Turn-end tokens that instruct models emit instead of (or besides) the tokenizer's EOS.
 _TURN_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "<eos>")
-_ANSWER_PREFIX = re.compile(
-    r"^\s*(?:(?:the\s+)?(?:final\s+|short\s+)?answer\s*(?:is\s*:?|:)|a\s*:)\s*", re.IGNORECASE
-)
-
-
-@dataclass
-class Generation:
-    """One answer.
-
-    ``in_tokens``: prompt tokens, padding excluded. ``out_tokens``: tokens generated up to and
-    including the EOS or the stop token (tokens after the cut in post-processing still count:
-    they were computed). ``latency_s``: wall time of the whole batch the request ran in, i.e.
-    the latency a caller in that batch observes. ``error``: set (and ``text`` empty) when the
-    batch failed.
-    """
-
-    text: str
-    in_tokens: int
-    out_tokens: int
-    latency_s: float
-    error: str | None = None
-
-
-def clean_answer(text: str) -> str:
-    """Strip, cut at the first newline, drop an 'Answer:' / 'The answer is' prefix."""
-    text = text.strip()
-    text = text.split("\n", 1)[0]
-    return _ANSWER_PREFIX.sub("", text, count=1).strip()
 
 
 class _StopOnTokens(StoppingCriteria):
@@ -162,48 +144,69 @@ class LocalModel:
             ids.update(vocab[t] for t in _TURN_END_TOKENS if t in vocab)
         return ids
 
+    def messages(self, question: str) -> list[Message]:
+        """The chat messages asking ``question`` (what the openai backend would send)."""
+        return question_messages(
+            question, self.prompt_style, self.fewshot, self.chat_examples, self.system_prompt
+        )
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """Prompt text for ``messages``: the chat template (``chat``), or the
+        ``Question:/Answer:`` transcript (``fewshot``)."""
+        if self.prompt_style == "chat":
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        return render_fewshot(messages)
+
     def prompt(self, question: str) -> str:
         """The full prompt text for ``question`` in this model's style."""
-        if self.prompt_style == "chat":
-            messages = []
-            if self.system_prompt:
-                messages.append({"role": "system", "content": self.system_prompt})
-            for q, a in self.fewshot if self.chat_examples else ():
-                messages.append({"role": "user", "content": CHAT_INSTRUCTION.format(question=q)})
-                messages.append({"role": "assistant", "content": a})
-            content = CHAT_INSTRUCTION.format(question=question.strip())
-            messages.append({"role": "user", "content": content})
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in self.fewshot)
-        return f"{shots}Question: {question.strip()}\nAnswer:"
+        return self.render(self.messages(question))
 
-    def encode(self, question: str) -> list[int]:
+    def encode_messages(self, messages: Sequence[Message]) -> list[int]:
         """Prompt token ids. Chat templates carry their own special tokens; fewshot prompts get
         the tokenizer's (e.g. Gemma's BOS)."""
         add_special = self.prompt_style == "fewshot"
-        return self.tokenizer(self.prompt(question), add_special_tokens=add_special).input_ids
+        return self.tokenizer(self.render(messages), add_special_tokens=add_special).input_ids
+
+    def encode(self, question: str) -> list[int]:
+        return self.encode_messages(self.messages(question))
 
     def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]:
         """Answer each question; results are in input order. A failing batch yields
         Generations with ``error`` set instead of raising."""
+        gens = self.complete([self.encode(q) for q in questions], max_new_tokens)
+        for gen in gens:
+            gen.text = clean_answer(gen.text)
+        return gens
+
+    def complete(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int = 32,
+        stop_at_newline: bool | None = None,
+    ) -> list[Generation]:
+        """Greedy raw completions of token-id prompts, in input order (``serve-pool`` uses this
+        directly). ``stop_at_newline`` defaults to the model's setting."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: {max_new_tokens!r} must be at least 1")
-        encoded = [self.encode(q) for q in questions]
+        newline = self.stop_at_newline if stop_at_newline is None else bool(stop_at_newline)
+        encoded = [list(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
         for start in range(0, len(order), self.max_batch_size):
             batch = order[start : start + self.max_batch_size]
-            gens = self._run_batch([encoded[i] for i in batch], max_new_tokens)
+            gens = self._run_batch([encoded[i] for i in batch], max_new_tokens, newline)
             for i, gen in zip(batch, gens, strict=True):
                 results[i] = gen
         return [g for g in results if g is not None]
 
-    def _run_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:
+    def _run_batch(
+        self, prompts: list[list[int]], max_new_tokens: int, stop_at_newline: bool
+    ) -> list[Generation]:
         t0 = time.perf_counter()
         try:
-            rows = self._generate(prompts, max_new_tokens)
+            rows = self._generate(prompts, max_new_tokens, stop_at_newline)
         except Exception as exc:  # one bad batch must not take the pool down
             latency = time.perf_counter() - t0
             log.exception("generation failed for a batch of %d prompts", len(prompts))
@@ -211,11 +214,13 @@ class LocalModel:
             return [Generation("", len(p), 0, latency, error=error) for p in prompts]
         latency = time.perf_counter() - t0
         return [
-            Generation(clean_answer(text), len(p), n_out, latency)
-            for p, (text, n_out) in zip(prompts, rows, strict=True)
+            Generation(text, len(p), n_out, latency, finish_reason=reason)
+            for p, (text, n_out, reason) in zip(prompts, rows, strict=True)
         ]
 
-    def _generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[tuple[str, int]]:
+    def _generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop_at_newline: bool
+    ) -> list[tuple[str, int, str]]:
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -223,7 +228,7 @@ class LocalModel:
         for row, ids in enumerate(prompts):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
-        stopper = _StopOnTokens(self.tokenizer, self.stop_ids, self.stop_at_newline)
+        stopper = _StopOnTokens(self.tokenizer, self.stop_ids, stop_at_newline)
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=max_new_tokens,
@@ -240,9 +245,8 @@ class LocalModel:
         rows = []
         for generated in out[:, width:].tolist():
             # generate() pads finished rows; the row ends at its first stop token.
-            n_out = next(
-                (k + 1 for k, t in enumerate(generated) if stopper.is_stop(t)), len(generated)
-            )
+            stop = next((k + 1 for k, t in enumerate(generated) if stopper.is_stop(t)), None)
+            n_out = len(generated) if stop is None else stop
             text = self.tokenizer.decode(generated[:n_out], skip_special_tokens=True)
-            rows.append((text, n_out))
+            rows.append((text, n_out, "length" if stop is None else "stop"))
         return rows

@@ -19,7 +19,9 @@ from routerr1.prompt import Descriptor
 def profile_pool(
     pool: Pool, questions: Sequence[str], golds: Sequence[Sequence[str]], batch_size: int = 16
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (per-model summary, per-call rows)."""
+    """Return (per-model summary, per-call rows). Remote endpoints are checked first: an
+    unreachable one or a rejected key stops profiling with an error naming model and URL."""
+    pool.check()
     rows = []
     for name in tqdm(pool.names, desc="profiling pool"):
         for start in range(0, len(questions), batch_size):

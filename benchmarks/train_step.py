@@ -1,0 +1,181 @@
+"""Time GRPO steps on the default router prompt: naive settings vs the configured levers.
+
+    python benchmarks/train_step.py --policy resources/models/smollm2-135m \\
+        --settings naive fast --steps 2
+
+Each setting runs in its own subprocess (so peak RSS is its own) with TRL's GRPOTrainer and our
+multi-turn rollout over the real pool of config/config.yaml. The setup is the issue's: 8 prompts
+x 4 generations, the full router prompt with one descriptor per pool model. Prints, per setting,
+seconds per step split into policy generation, pool calls and the rest (forward/backward,
+reference and old log-probs, optimizer), peak RSS, and the speed-up over the first setting.
+Needs a finished pipeline run for results/data/train.parquet and results/pool/descriptors.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Each setting overrides TrainConfig / RolloutConfig fields.
+SETTINGS: dict[str, dict[str, dict]] = {
+    # the issue's naive run: micro-batch 1 x 32 accumulation, fp32, full descriptors, 3 turns
+    "naive": {
+        "train": {"micro_batch_size": 1, "bf16": False, "beta": 0.001},
+        "rollout": {
+            "max_turns": 3,
+            "max_turn_tokens": 128,
+            "compressed_descriptors": False,
+            "batch_size": 32,
+        },
+    },
+    # same workload, faster execution: micro-batches, bf16 autocast (fp32 master weights), no
+    # reference model (beta 0)
+    "fast": {
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "rollout": {
+            "max_turns": 3,
+            "max_turn_tokens": 128,
+            "compressed_descriptors": False,
+            "batch_size": 32,
+        },
+    },
+    # plus a lighter workload: compressed descriptors and tighter turn caps
+    "fast+caps": {
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "rollout": {
+            "max_turns": 2,
+            "max_turn_tokens": 64,
+            "max_final_tokens": 32,
+            "compressed_descriptors": True,
+            "batch_size": 32,
+        },
+    },
+    "fast+lora": {
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0, "lora_r": 16},
+        "rollout": {
+            "max_turns": 3,
+            "max_turn_tokens": 128,
+            "compressed_descriptors": False,
+            "batch_size": 32,
+        },
+    },
+}
+
+
+def run_one(args: argparse.Namespace, name: str) -> dict:
+    """In a child process: train `steps` GRPO steps and report the split of the last ones."""
+    import torch
+
+    from routerr1.config import RolloutConfig, TrainConfig, load_config, pool_entries
+    from routerr1.data import read_records
+    from routerr1.pool.base import local_pool
+    from routerr1.stages import load_descriptors
+    from routerr1.train import train_router
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    over = SETTINGS[name]
+    tcfg = TrainConfig(
+        alphas=(0.5,),
+        max_steps=args.steps,
+        prompts_per_step=8,
+        num_generations=4,
+        learning_rate=1e-6,
+        save_steps=10_000,
+        **over["train"],
+    )
+    rcfg = RolloutConfig(
+        **{
+            **cfg["rollout"],
+            "info_max_tokens": 64,
+            "max_total_tokens": 1024,
+            "max_final_tokens": 64,
+            "temperature": 1.0,
+            **over["rollout"],
+        }
+    )
+    models = {k: Path(args.models_root) / k for k in cfg["models"]}
+    pool = local_pool(pool_entries(cfg), models)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train_router(
+            policy_dir=args.policy,
+            policy_dtype="float32",
+            records=read_records(args.train)[: 8 * args.steps],
+            descriptors=load_descriptors(args.descriptors),
+            pool=pool,
+            alpha=0.5,
+            train_cfg=tcfg,
+            rollout_cfg=rcfg,
+            checkpoint_dir=Path(tmp) / "ckpt",
+            model_out=Path(tmp) / "model",
+            seed=0,
+            mlflow_active=False,
+        )
+    steps = [h for h in summary["history"] if "step_time" in h]
+    skip = 1 if len(steps) > 1 else 0  # the first step pays one-off warm-up
+    step_s = sum(h["step_time"] for h in steps[skip:]) / len(steps[skip:])
+    rolls = summary["rollouts"][skip:]
+    gen = sum(r["policy_generate_s"] for r in rolls) / len(rolls)
+    pool_s = sum(r["pool_s"] for r in rolls) / len(rolls)
+    return {
+        "setting": name,
+        "step_s": step_s,
+        "generate_s": gen,
+        "pool_s": pool_s,
+        "other_s": step_s - gen - pool_s,
+        "policy_tokens": sum(r["policy_tokens"] for r in rolls) / len(rolls),
+        "pool_calls": sum(r["pool_calls"] for r in rolls) / len(rolls),
+        "format_ok": steps[-1].get("router/format_ok"),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", default="resources/models/smollm2-135m")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--models-root", default="resources/models")
+    p.add_argument("--train", default="results/data/train.parquet")
+    p.add_argument("--descriptors", default="results/pool/descriptors.json")
+    p.add_argument("--settings", nargs="+", default=["naive", "fast"], choices=list(SETTINGS))
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(run_one(args, args.child)), flush=True)
+        return
+    results = []
+    for name in args.settings:
+        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:]]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode or not line:
+            sys.exit(f"setting {name} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(line[0][7:]))
+        print(f"done: {name}", file=sys.stderr)
+    base = results[0]["step_s"]
+    print(
+        f"policy {args.policy}, 8 prompts x 4 generations, {args.threads} threads, "
+        f"mean of steps 2..{args.steps}"
+    )
+    print(
+        "| setting | s/step | generate | pool | fwd/bwd+rest | policy tok | pool calls "
+        "| format ok | peak RSS GiB | speed-up |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['setting']} | {r['step_s']:.1f} | {r['generate_s']:.1f} | {r['pool_s']:.1f} "
+            f"| {r['other_s']:.1f} | {r['policy_tokens']:.0f} | {r['pool_calls']:.0f} "
+            f"| {r['format_ok']} | {r['peak_rss_gib']:.2f} | {base / r['step_s']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

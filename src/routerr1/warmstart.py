@@ -1,0 +1,184 @@
+"""Format warm start: a short SFT (TRL SFTTrainer) on router trajectories from real pool answers.
+
+Untrained small policies almost never write the tag format, so every GRPO reward is -1 and the
+advantage is zero. A few SFT epochs on well-formed trajectories fix that. Each trajectory is:
+think, one search to the cheapest pool model that answered the question correctly (else the
+largest), the ``<information>`` that model really returned, think, and the gold answer. Injected
+information tokens are masked out of the loss, exactly as in GRPO.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from routerr1.config import PoolEntry, RolloutConfig
+from routerr1.data import QARecord
+from routerr1.parse import ModelNameResolver, check_format, strip_tags
+from routerr1.prompt import Descriptor, chat_prompt, render_router_prompt
+
+log = logging.getLogger(__name__)
+
+FIRST_THOUGHTS = (
+    "I should ask {model}, the cheapest model likely to know this.",
+    "{model} should be able to answer this at low cost.",
+    "Let me ask {model} for the key fact.",
+)
+FINAL_THOUGHTS = (
+    "The information answers the question.",
+    "I can answer now.",
+    "That settles it.",
+)
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    enabled: bool = True
+    epochs: int = 2
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    max_length: int = 1024
+    n_eval: int = 64
+
+
+def pick_target(answers: pd.DataFrame, entries: Sequence[PoolEntry]) -> tuple[str, str]:
+    """(model name, its answer): the cheapest correct model, else the largest (priciest) one."""
+    price = {e.name: (e.price_out, e.price_in) for e in entries}
+    correct = answers[answers["em"] > 0]
+    pool = correct if len(correct) else answers
+    key = (lambda n: price[n]) if len(correct) else (lambda n: tuple(-p for p in price[n]))
+    best = min(pool["model"], key=key)
+    return best, str(pool.loc[pool["model"] == best, "prediction"].iloc[0] or "")
+
+
+def build_examples(
+    records: Sequence[QARecord],
+    pool_answers: pd.DataFrame,
+    entries: Sequence[PoolEntry],
+    descriptors: Sequence[Descriptor],
+    tokenizer,
+    rollout_cfg: RolloutConfig,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token).
+
+    Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
+    """
+    rng = random.Random(seed)
+    by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
+    eos = tokenizer.eos_token or ""
+    rows = []
+    for rec in records:
+        answers = by_question.get(rec.question)
+        if answers is None or answers.empty:
+            continue
+        model, reply = pick_target(answers, entries)
+        body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids
+        reply = tokenizer.decode(body[: rollout_cfg.info_max_tokens], skip_special_tokens=True)
+        prompt = chat_prompt(
+            tokenizer,
+            render_router_prompt(rec.question, descriptors, rollout_cfg.compressed_descriptors),
+        )
+        segments = [
+            (prompt, 0),
+            (
+                f"<think>{rng.choice(FIRST_THOUGHTS).format(model=model)}</think>\n"
+                f"<search>{model}: {rec.question.strip()}</search>",
+                1,
+            ),
+            (f"\n<information>{reply.strip()}</information>\n", 0),
+            (
+                f"<think>{rng.choice(FINAL_THOUGHTS)}</think>\n"
+                f"<answer>{rec.golden_answers[0]}</answer>{eos}",
+                1,
+            ),
+        ]
+        ids: list[int] = []
+        mask: list[int] = []
+        for text, trainable in segments:
+            seg = tokenizer(text, add_special_tokens=False).input_ids
+            ids += seg
+            mask += [trainable] * len(seg)
+        rows.append({"input_ids": ids, "completion_mask": mask, "target_model": model})
+    return rows
+
+
+def warm_start(
+    policy_dir: str | Path,
+    examples: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: WarmStartConfig,
+    seed: int = 0,
+    bf16: bool = False,
+    report_to: Sequence[str] = (),
+) -> dict[str, Any]:
+    """SFT the policy on ``examples``; saves the model to ``out_dir`` atomically."""
+    import shutil
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from routerr1.train import load_policy
+
+    model, tok = load_policy(policy_dir, "float32")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    data = Dataset.from_list(
+        [{"input_ids": e["input_ids"], "completion_mask": e["completion_mask"]} for e in examples]
+    )
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".partial")
+    args = SFTConfig(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=list(report_to),
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        lr_scheduler_type="constant",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    result = trainer.train()
+    trainer.save_model(str(work / "model"))
+    tok.save_pretrained(str(work / "model"))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (work / "model").rename(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "examples": len(examples),
+        "steps": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
+def format_compliance(trajectories, resolver: ModelNameResolver) -> dict[str, float]:
+    """Share of trajectories that are well-formed, that searched a pool model, that answered."""
+    n = max(1, len(trajectories))
+    ok = sum(check_format(t.text, resolver, t.injected).ok for t in trajectories)
+    searched = sum(1 for t in trajectories if t.calls)
+    answered = sum(1 for t in trajectories if t.answer is not None)
+    return {
+        "n": len(trajectories),
+        "well_formed": ok / n,
+        "searched_pool_model": searched / n,
+        "answered": answered / n,
+        "searched_and_answered": sum(1 for t in trajectories if t.calls and t.answer is not None)
+        / n,
+    }

@@ -1,0 +1,99 @@
+"""Format warm start: trajectories from real pool answers, masked like GRPO, SFT-trained."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from routerr1.config import PoolEntry, RolloutConfig
+from routerr1.data import QARecord
+from routerr1.parse import ModelNameResolver, check_format
+from routerr1.prompt import Descriptor
+from routerr1.warmstart import WarmStartConfig, build_examples, pick_target, warm_start
+
+ENTRIES = [
+    PoolEntry("Tiny", "t", 0.01, 0.02),
+    PoolEntry("Mid", "m", 0.05, 0.10),
+    PoolEntry("Big", "b", 0.10, 0.20),
+]
+DESCS = [Descriptor(e.name, "", e.price_in, e.price_out, 0.1, 5.0, 7.0) for e in ENTRIES]
+
+
+def answers(question: str, correct: set[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "model": e.name,
+                "question": question,
+                "prediction": f"{e.name} says <answer>x",
+                "em": float(e.name in correct),
+            }
+            for e in ENTRIES
+        ]
+    )
+
+
+def test_pick_target_prefers_cheapest_correct_else_largest():
+    assert pick_target(answers("q", {"Mid", "Big"}), ENTRIES)[0] == "Mid"
+    assert pick_target(answers("q", {"Tiny", "Big"}), ENTRIES)[0] == "Tiny"
+    assert pick_target(answers("q", set()), ENTRIES)[0] == "Big"
+    assert pick_target(answers("q", {"Big"}), ENTRIES)[1] == "Big says <answer>x"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.mark.slow
+def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
+    recs = [
+        QARecord("1", "who wrote hamlet", ("Shakespeare",), "nq", "train"),
+        QARecord("2", "capital of peru", ("Lima",), "nq", "train"),
+    ]
+    pool_answers = pd.concat([answers(recs[0].question, {"Mid"}), answers(recs[1].question, set())])
+    rows = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
+    assert [r["target_model"] for r in rows] == ["Mid", "Big"]
+    resolver = ModelNameResolver([e.name for e in ENTRIES], {})
+    for row, rec in zip(rows, recs, strict=True):
+        ids, mask = row["input_ids"], row["completion_mask"]
+        assert len(ids) == len(mask)
+        first = mask.index(1)
+        completion = tokenizer.decode(ids[first:], skip_special_tokens=True)
+        assert check_format(completion, resolver, 1).ok, completion
+        trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        masked = tokenizer.decode(
+            [t for t, m in zip(ids[first:], mask[first:], strict=True) if not m]
+        )
+        assert "<search>" in trained and f"<answer>{rec.golden_answers[0]}</answer>" in trained
+        assert "<information>" not in trained
+        assert masked.strip().startswith("<information>")
+        assert "<answer>" not in masked  # the pool reply's stray tags were stripped
+
+
+@pytest.mark.slow
+def test_sft_runs_and_lowers_the_loss(smollm2_dir, tokenizer, tmp_path):
+    recs = [
+        QARecord(str(i), q, (a,), "nq", "train")
+        for i, (q, a) in enumerate(
+            [
+                ("who wrote hamlet", "Shakespeare"),
+                ("capital of peru", "Lima"),
+                ("largest planet", "Jupiter"),
+                ("author of 1984", "Orwell"),
+            ]
+        )
+    ]
+    pool_answers = pd.concat([answers(r.question, {"Tiny"}) for r in recs])
+    rows = build_examples(
+        recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(compressed_descriptors=True)
+    )
+    out = tmp_path / "warm"
+    info = warm_start(
+        smollm2_dir, rows, out, WarmStartConfig(epochs=3, batch_size=4, learning_rate=1e-4)
+    )
+    assert info["steps"] == 3 and (out / "config.json").is_file()
+    assert info["last_loss"] < info["first_loss"]
+    assert not (tmp_path / "warm.partial").exists()
