@@ -1,6 +1,6 @@
 # routerr1: Router-R1 as one reproducible Snakemake DAG.
 #   snakemake --cores 2 results/pareto.pdf            (embedded CPU default)
-#   snakemake --configfile config/smoke.yaml ...      (tiny end-to-end check)
+#   snakemake --configfile tests/data/smoke.yaml ...  (tiny end-to-end check)
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

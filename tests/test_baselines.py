@@ -358,19 +358,36 @@ def unseen_cfg(**over):
     return cfg
 
 
-def test_extended_pool_config_appends_and_checks():
+def test_extended_pool_config_appends_unseen_models():
     ext = extended_pool_config(unseen_cfg())
     assert [p["name"] for p in ext["pool"]] == ["Qwen-1.5B", "Llama-3B"]
-    with pytest.raises(ConfigError, match=r"pool_unseen\[0\]\.model"):
-        extended_pool_config(unseen_cfg(pool_unseen=[{"name": "X", "model": "zzz"}]))
-    with pytest.raises(ConfigError, match=r"pool_unseen\[1\]\.name: 'QWEN_big'"):
-        extended_pool_config(
-            unseen_cfg(
-                pool_unseen=[{"name": "L", "model": "u"}, {"name": "QWEN_big", "model": "u"}]
-            )
-        )
     with pytest.raises(ConfigError, match="pool_unseen: empty"):
         extended_pool_config(unseen_cfg(pool_unseen=[]))
+
+
+def test_config_checks_unseen_models_with_the_pool():
+    def cfg(unseen):
+        hub = {"source": {"kind": "hub", "repo_id": "x/y"}}
+        return {
+            "models": {"m": hub, "u": hub},
+            "policy": {"model": "m"},
+            "pool": [
+                {
+                    "name": "Qwen-1.5B",
+                    "model": "m",
+                    "aliases": ["qwen big"],
+                    "price_in": 0,
+                    "price_out": 0,
+                }
+            ],
+            "pool_unseen": [{**u, "price_in": 0, "price_out": 0} for u in unseen],
+        }
+
+    validate_config(cfg([{"name": "Llama-3B", "model": "u"}]))
+    with pytest.raises(ConfigError, match=r"pool_unseen\[0\]\.model"):
+        validate_config(cfg([{"name": "X", "model": "zzz"}]))
+    with pytest.raises(ConfigError, match=r"pool_unseen\[1\]\.name: 'QWEN_big'"):
+        validate_config(cfg([{"name": "L", "model": "u"}, {"name": "QWEN_big", "model": "u"}]))
 
 
 def test_unseen_calls_counts_valid_searches_of_unseen_models():

@@ -94,6 +94,8 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
         "largest:SmolLM2-Dear",
         "random",
         "knn",
+        "router-r1+unseen@a0.0",
+        "router-r1+unseen@a0.9",
     } <= methods
     assert {"em", "f1", "cost", "pool_calls"} <= set(summary.columns)
     assert "| method |" in (res / "summary.md").read_text()
@@ -103,7 +105,7 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
         n_rows, n_methods = con.execute(
             "select count(*), count(distinct method) from eval_rows"
         ).fetchone()
-    assert n_methods == 9 and n_rows == 9 * 6
+    assert n_methods == 11 and n_rows == 11 * 6
 
     # single-model baselines are priced from real token counts: same answers, 10x the price
     cheap = pd.read_parquet(res / "eval" / "single" / "SmolLM2-Cheap.parquet")
@@ -116,6 +118,10 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     largest = pd.read_parquet(res / "eval" / "baselines" / "largest.parquet")
     assert list(largest["prediction"]) == list(dear["prediction"])
     assert len(pd.read_parquet(res / "eval" / "baselines" / "knn.parquet")) == 6
+    unseen = pd.read_parquet(res / "eval" / "router_unseen" / "alpha~0.9.parquet")
+    assert len(unseen) == 6 and "unseen_calls" in unseen.columns
+    unseen_descs = json.loads((res / "pool" / "unseen" / "descriptors.json").read_text())
+    assert "SmolLM2-New" in {d["name"] for d in unseen_descs}
 
     # descriptors carry measured numbers
     descs = json.loads((res / "pool" / "descriptors.json").read_text())
@@ -157,6 +163,9 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
             "eval/largest:SmolLM2-Dear",
             "eval/random",
             "eval/knn",
+            "profile_pool_unseen",
+            "eval/router-r1+unseen@a0.0",
+            "eval/router-r1+unseen@a0.9",
         ]
     )
     assert set(runs["status"]) == {"FINISHED"}
@@ -165,6 +174,11 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     assert "metrics.router/format_ok" in runs.columns
     client = mlflow.MlflowClient()
     assert "price_table.json" in [a.path for a in client.list_artifacts(train_run["run_id"])]
+
+    # the Snakemake HTML report embeds the annotated figure and table
+    snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
+    html = (res / "report.html").read_text(errors="ignore")
+    assert "pareto.pdf" in html and "summary.csv" in html
 
     # rerunning the same command does nothing; a lost result redoes only its own jobs
     again = snakemake(wd, tiny_mirror, "results/pareto.pdf")

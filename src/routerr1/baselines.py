@@ -39,7 +39,7 @@ import pandas as pd
 
 from routerr1.config import ConfigError
 from routerr1.evaluate import ROW_COLUMNS
-from routerr1.parse import ModelNameResolver, canonical_model_key, parse_search
+from routerr1.parse import ModelNameResolver, parse_search
 
 log = logging.getLogger(__name__)
 
@@ -391,32 +391,13 @@ def fetch_embedder(
 
 
 def extended_pool_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with ``pool`` = training pool + ``pool_unseen``; checks the unseen entries.
+    """The config with ``pool`` = training pool + ``pool_unseen``.
 
-    Errors name the offending ``pool_unseen[i]`` field: an unknown model key, or a name (or
-    alias) that collides with another pool model after canonicalization.
+    Names, aliases and model keys of both lists were checked together by config validation.
     """
     unseen = list(cfg.get("pool_unseen") or [])
     if not unseen:
         raise ConfigError("pool_unseen: empty; list the models the routers never saw")
-    seen = {
-        canonical_model_key(label): p["name"]
-        for p in cfg["pool"]
-        for label in [p["name"], *p.get("aliases", [])]
-    }
-    for i, entry in enumerate(unseen):
-        if entry["model"] not in cfg["models"]:
-            raise ConfigError(
-                f"pool_unseen[{i}].model: unknown model key {entry['model']!r}; "
-                f"known: {sorted(cfg['models'])}"
-            )
-        for label in [entry["name"], *entry.get("aliases", [])]:
-            key = canonical_model_key(label)
-            if key in seen:
-                raise ConfigError(
-                    f"pool_unseen[{i}].name: {label!r} collides with pool model {seen[key]!r}"
-                )
-            seen[key] = entry["name"]
     return {**cfg, "pool": [*cfg["pool"], *unseen]}
 
 

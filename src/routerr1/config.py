@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from routerr1.parse import canonical_model_key
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -66,10 +68,6 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _canonical(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in " \t-_")
-
-
 def _check_serving(entry: Mapping[str, Any], where: str) -> None:
     """Backend fields: ``base_url`` (http/https) only and always with the openai backend."""
     backend = entry.get("backend", "local")
@@ -94,20 +92,22 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for list_key in ("pool", "pool_unseen"):
         for i, entry in enumerate(cfg.get(list_key) or []):
             _check_serving(entry, f"{list_key}[{i}]")
+    # unseen models join the pool at evaluation time, so names must be unique across both
     seen: dict[str, str] = {}
-    for i, entry in enumerate(cfg["pool"]):
-        where = f"pool[{i}]"
-        if entry["model"] not in models:
-            raise ConfigError(
-                f"{where}.model: unknown model key {entry['model']!r}; known: {sorted(models)}"
-            )
-        for label in [entry["name"], *entry.get("aliases", [])]:
-            key = _canonical(label)
-            if key in seen:
+    for list_key in ("pool", "pool_unseen"):
+        for i, entry in enumerate(cfg.get(list_key) or []):
+            where = f"{list_key}[{i}]"
+            if entry["model"] not in models:
                 raise ConfigError(
-                    f"{where}.name: {label!r} duplicates pool model name {seen[key]!r}"
+                    f"{where}.model: unknown model key {entry['model']!r}; known: {sorted(models)}"
                 )
-            seen[key] = label
+            for label in [entry["name"], *entry.get("aliases", [])]:
+                key = canonical_model_key(label)
+                if key in seen:
+                    raise ConfigError(
+                        f"{where}.name: {label!r} duplicates pool model name {seen[key]!r}"
+                    )
+                seen[key] = label
     if cfg["policy"]["model"] not in models:
         raise ConfigError(f"policy.model: unknown model key {cfg['policy']['model']!r}")
     mirror = cfg.get("data_mirror")

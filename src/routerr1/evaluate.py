@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from routerr1.config import RolloutConfig
 from routerr1.data import QARecord
+from routerr1.io import write_parquet_atomic
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.rollout import RolloutEngine
+
+log = logging.getLogger(__name__)
 
 ROW_COLUMNS = [
     "method",
@@ -53,34 +59,88 @@ def _row(method, family, alpha, rec: QARecord, prediction, **extra) -> dict:
     }
 
 
+class ChunkStore:
+    """Finished batches of an evaluation, each written atomically beside the final output.
+
+    A killed evaluation keeps every batch it finished; the rerun skips those questions.
+    """
+
+    def __init__(self, final_path: str | Path) -> None:
+        self.dir = Path(final_path).with_name(Path(final_path).name + ".chunks")
+
+    def load(self) -> pd.DataFrame:
+        parts = sorted(self.dir.glob("chunk-*.parquet")) if self.dir.is_dir() else []
+        if not parts:
+            return pd.DataFrame(columns=ROW_COLUMNS)
+        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+    def add(self, rows: pd.DataFrame) -> None:
+        n = len(list(self.dir.glob("chunk-*.parquet"))) if self.dir.is_dir() else 0
+        write_parquet_atomic(rows, self.dir / f"chunk-{n:05d}.parquet")
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_in_batches(
+    records: Sequence[QARecord],
+    batch_size: int,
+    answer_batch: Callable[[Sequence[QARecord]], list[dict]],
+    desc: str,
+    store: ChunkStore | None = None,
+) -> pd.DataFrame:
+    """Rows for every record, in record order; with a store, finished batches are reused."""
+    done = store.load() if store is not None else pd.DataFrame(columns=ROW_COLUMNS)
+    seen = set(zip(done["benchmark"], done["qid"], strict=True))
+    todo = [r for r in records if (r.benchmark, str(r.id)) not in seen]
+    if seen:
+        log.info("%s: resuming, %d of %d questions already done", desc, len(seen), len(records))
+    parts = [done] if len(done) else []
+    for start in tqdm(range(0, len(todo), batch_size), desc=desc):
+        rows = pd.DataFrame(answer_batch(todo[start : start + batch_size]), columns=ROW_COLUMNS)
+        if store is not None:
+            store.add(rows)
+        parts.append(rows)
+    if not parts:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    order = {(r.benchmark, str(r.id)): i for i, r in enumerate(records)}
+    out = out[[k in order for k in zip(out["benchmark"], out["qid"], strict=True)]]
+    keys = [order[k] for k in zip(out["benchmark"], out["qid"], strict=True)]
+    return out.iloc[sorted(range(len(out)), key=keys.__getitem__)].reset_index(drop=True)
+
+
 def evaluate_single(
-    pool: Pool, model_name: str, records: Sequence[QARecord], batch_size: int = 16
+    pool: Pool,
+    model_name: str,
+    records: Sequence[QARecord],
+    batch_size: int = 16,
+    store: ChunkStore | None = None,
 ) -> pd.DataFrame:
     """A pool model alone, answering every question directly (one call each)."""
-    rows = []
-    for start in tqdm(range(0, len(records), batch_size), desc=f"eval {model_name}"):
-        chunk = records[start : start + batch_size]
-        for rec, call in zip(
-            chunk, pool.call([(model_name, r.question) for r in chunk]), strict=True
-        ):
-            rows.append(
-                _row(
-                    f"single:{model_name}",
-                    "single",
-                    None,
-                    rec,
-                    call.text,
-                    pool_calls=1,
-                    invalid_actions=0,
-                    pool_errors=int(call.error is not None),
-                    in_tokens=call.in_tokens,
-                    out_tokens=call.out_tokens,
-                    cost=call.cost,
-                    latency_s=call.latency_s,
-                    trajectory="",
-                )
+
+    def answer_batch(chunk: Sequence[QARecord]) -> list[dict]:
+        calls = pool.call([(model_name, r.question) for r in chunk])
+        return [
+            _row(
+                f"single:{model_name}",
+                "single",
+                None,
+                rec,
+                call.text,
+                pool_calls=1,
+                invalid_actions=0,
+                pool_errors=int(call.error is not None),
+                in_tokens=call.in_tokens,
+                out_tokens=call.out_tokens,
+                cost=call.cost,
+                latency_s=call.latency_s,
+                trajectory="",
             )
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+            for rec, call in zip(chunk, calls, strict=True)
+        ]
+
+    return run_in_batches(records, batch_size, answer_batch, f"eval {model_name}", store)
 
 
 def evaluate_router(
@@ -96,34 +156,36 @@ def evaluate_router(
     alpha: float | None,
     batch_size: int = 16,
     greedy: bool = True,
+    store: ChunkStore | None = None,
 ) -> pd.DataFrame:
     """Run the multi-turn router over ``records``; the final <answer> is the prediction."""
     engine = RolloutEngine(tokenizer, pool, rollout_cfg, batch_size=batch_size)
-    rows = []
-    for start in tqdm(range(0, len(records), batch_size), desc=f"eval {method}"):
-        chunk = records[start : start + batch_size]
+
+    def answer_batch(chunk: Sequence[QARecord]) -> list[dict]:
         prompts = router_prompts(
             tokenizer, [r.question for r in chunk], descriptors, rollout_cfg.compressed_descriptors
         )
         t0 = time.perf_counter()
         trajs = engine.run(model, prompts, greedy=greedy)
-        policy_share = (time.perf_counter() - t0) / len(chunk)
-        for rec, tr in zip(chunk, trajs, strict=True):
-            rows.append(
-                _row(
-                    method,
-                    family,
-                    alpha,
-                    rec,
-                    tr.answer,
-                    pool_calls=len(tr.calls),
-                    invalid_actions=tr.invalid_actions,
-                    pool_errors=tr.pool_errors,
-                    in_tokens=tr.in_tokens,
-                    out_tokens=tr.out_tokens,
-                    cost=tr.cost,
-                    latency_s=policy_share,
-                    trajectory=tr.text,
-                )
+        # per-question latency: the batch's wall time (policy and pool calls) shared evenly
+        share = (time.perf_counter() - t0) / len(chunk)
+        return [
+            _row(
+                method,
+                family,
+                alpha,
+                rec,
+                tr.answer,
+                pool_calls=len(tr.calls),
+                invalid_actions=tr.invalid_actions,
+                pool_errors=tr.pool_errors,
+                in_tokens=tr.in_tokens,
+                out_tokens=tr.out_tokens,
+                cost=tr.cost,
+                latency_s=share,
+                trajectory=tr.text,
             )
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+            for rec, tr in zip(chunk, trajs, strict=True)
+        ]
+
+    return run_in_batches(records, batch_size, answer_batch, f"eval {method}", store)

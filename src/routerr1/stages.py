@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from routerr1.config import (
     train_config,
     warm_start_config,
 )
+from routerr1.evaluate import ChunkStore
 from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.prompt import descriptor_from_mapping, router_prompts
 
@@ -325,6 +326,7 @@ def evaluate_router(
     family: str,
     alpha: float | None,
     models_root: Path = MODELS_ROOT,
+    add_columns: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     from routerr1.data import read_records
     from routerr1.evaluate import evaluate_router as run_router
@@ -339,6 +341,7 @@ def evaluate_router(
         "alpha": "" if alpha is None else str(alpha),
         "pool_hash": pool_hash(cfg),
     }
+    store = ChunkStore(out)  # a killed evaluation resumes from its finished batches
     with tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
         model, tok = load_policy(_loadable(policy_dir), cfg["policy"]["dtype"])
         rows = run_router(
@@ -353,10 +356,14 @@ def evaluate_router(
             alpha=alpha,
             batch_size=ecfg.batch_size,
             greedy=ecfg.greedy,
+            store=store,
         )
+        if add_columns is not None:
+            rows = add_columns(rows)
         _log_eval(rows)
         log_json_artifact(price_table(cfg), "price_table.json")
         write_parquet_atomic(rows, out)
+    store.clear()
     return rows
 
 
@@ -368,6 +375,7 @@ def evaluate_single(
     from routerr1.tracking import log_json_artifact, tracked_run
 
     method = f"single:{name}"
+    store = ChunkStore(out)
     with tracked_run(
         cfg,
         f"eval/{method}",
@@ -379,10 +387,12 @@ def evaluate_single(
             name,
             read_records(eval_in),
             batch_size=eval_config(cfg).batch_size,
+            store=store,
         )
         _log_eval(rows)
         log_json_artifact(price_table(cfg), "price_table.json")
         write_parquet_atomic(rows, out)
+    store.clear()
     return rows
 
 
@@ -541,7 +551,8 @@ def evaluate_router_unseen(
     from routerr1.baselines import extended_pool_config, unseen_calls
 
     ext = extended_pool_config(cfg)
-    rows = evaluate_router(
+    names = [p["name"] for p in cfg["pool_unseen"]]
+    return evaluate_router(
         ext,
         eval_in,
         descriptors_in,
@@ -551,8 +562,7 @@ def evaluate_router_unseen(
         family="router-r1-unseen",
         alpha=alpha,
         models_root=models_root,
+        add_columns=lambda rows: rows.assign(
+            unseen_calls=unseen_calls(list(rows["trajectory"]), ext["pool"], names)
+        ),
     )
-    names = [p["name"] for p in cfg["pool_unseen"]]
-    rows = rows.assign(unseen_calls=unseen_calls(list(rows["trajectory"]), ext["pool"], names))
-    write_parquet_atomic(rows, out)
-    return rows

@@ -3,7 +3,12 @@ rule aggregate:
         eval_outputs(),
     output:
         duckdb="results/summary.duckdb",
-        csv="results/summary.csv",
+        csv=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "per method and benchmark"},
+        ),
         md="results/summary.md",
     log:
         "logs/aggregate.log",
@@ -19,7 +24,7 @@ rule pareto:
     input:
         csv="results/summary.csv",
     output:
-        "results/pareto.pdf",
+        report("results/pareto.pdf", caption="../report/pareto.rst", category="Pareto"),
     log:
         "logs/pareto.log",
     benchmark:
