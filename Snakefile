@@ -17,6 +17,14 @@ from routerr1.config import validate_config  # noqa: E402
 config.update(validate_config(config))
 
 
+onstart:
+    # Create (and migrate) the MLflow store once, before any job: parallel jobs (SLURM,
+    # --cores N) that both find a fresh SQLite file race in MLflow's schema migration.
+    from routerr1.tracking import ensure_experiment, tracking_uri
+
+    ensure_experiment(tracking_uri(config), config["mlflow"]["experiment"])
+
+
 # downloads and cheap bookkeeping stay on the submit host under cluster executors
 localrules:
     download_data,

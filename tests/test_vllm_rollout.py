@@ -91,19 +91,18 @@ def test_sampling_matches_the_transformers_settings():
 
 
 class FakeVllm:
-    """TRL's VLLMGeneration stand-in whose tokens come from the transformers path."""
+    """TRL's VLLMGeneration stand-in that replays what the transformers path generated."""
 
-    def __init__(self, mode: str, reference: RolloutEngine, model) -> None:
+    def __init__(self, mode: str, replies: dict[tuple[int, ...], list[int]]) -> None:
         self.mode = mode
+        self.replies = replies
         self.requests: list[dict] = []
-        self.reference, self.model = reference, model
         self.llm = types.SimpleNamespace(generate=self._llm_generate)
         self.vllm_client = types.SimpleNamespace(generate=self._client_generate)
 
     def _answer(self, contexts, settings):
         self.requests.append({"contexts": contexts, **settings})
-        greedy = settings["temperature"] == 0.0
-        return self.reference._generate(self.model, contexts, settings["max_tokens"], greedy)
+        return [self.replies[tuple(c)] for c in contexts]
 
     def _llm_generate(self, prompts, sampling_params, use_tqdm):
         rows = self._answer([p["prompt_token_ids"] for p in prompts], dict(sampling_params))
@@ -114,14 +113,13 @@ class FakeVllm:
         return {"completion_ids": self._answer(prompts, settings)}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["colocate", "server"])
-def test_vllm_rollout_equals_the_transformers_rollout(smollm2_dir, monkeypatch, mode):
+@pytest.fixture(scope="module")
+def reference(smollm2_dir):
+    """The transformers rollout, with every generate call's contexts and replies recorded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from routerr1.pool.base import local_pool
 
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=dict))
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     pool = local_pool(
@@ -130,27 +128,50 @@ def test_vllm_rollout_equals_the_transformers_rollout(smollm2_dir, monkeypatch, 
     rc = RolloutConfig(max_turns=1, max_turn_tokens=24, max_final_tokens=8, info_max_tokens=12)
     search = "<think>check</think>\n<search>SmolLM2-Cheap: capital of France?</search>\n"
     prompts = [search * 8 + "<think>check</think>\n", "Q: what is 2+2?\nA:"]
+    engine = RolloutEngine(tok, pool, rc)
+    calls: list[tuple[list[list[int]], int]] = []
+    replies: dict[tuple[int, ...], list[int]] = {}
+    generate = engine._generate
 
-    reference = RolloutEngine(tok, pool, rc)
-    expected = reference.run(model, prompts, greedy=True)
-    engine = VllmRolloutEngine(tok, pool, rc)
-    fake = FakeVllm(mode, RolloutEngine(tok, pool, rc), model)
+    def recording(model, contexts, max_new, greedy):
+        rows = generate(model, contexts, max_new, greedy)
+        calls.append(([list(c) for c in contexts], max_new))
+        replies.update({tuple(c): r for c, r in zip(contexts, rows, strict=True)})
+        return rows
+
+    engine._generate = recording
+    trajs = engine.run(model, prompts, greedy=True)
+    return types.SimpleNamespace(
+        tok=tok, pool=pool, rc=rc, prompts=prompts, trajs=trajs, calls=calls, replies=replies
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["colocate", "server"])
+def test_vllm_rollout_equals_the_transformers_rollout(reference, monkeypatch, mode):
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=dict))
+    engine = VllmRolloutEngine(reference.tok, reference.pool, reference.rc)
+    fake = FakeVllm(mode, reference.replies)
     engine.attach(fake)
-    got = engine.run(None, prompts, greedy=True)
+    got = engine.run(None, reference.prompts, greedy=True)
 
+    expected = reference.trajs
     assert expected[0].injected == 1  # the loop really went through a pool call
     for e, g in zip(expected, got, strict=True):
         assert g.completion_ids == e.completion_ids and g.env_mask == e.env_mask
         assert [(c.model, c.query) for c in g.calls] == [(c.model, c.query) for c in e.calls]
-    # turn 2 was sent the context with the injected <information> block, at the final budget
+    # vLLM was asked for the same contexts at the same budgets, greedily
+    assert [(r["contexts"], r["max_tokens"]) for r in fake.requests] == reference.calls
     assert [r["max_tokens"] for r in fake.requests] == [24, 8]
+    assert {r["temperature"] for r in fake.requests} == {0.0}
+    # turn 2's context carries the injected <information> block
     first, context = expected[0], fake.requests[1]["contexts"][0]
     k = len(context) - len(first.prompt_ids)
     assert context == first.prompt_ids + first.completion_ids[:k]
-    assert first.env_mask[k - 1] == 0  # it ends with the injected tokens
+    assert first.env_mask[k - 1] == 0
 
-    # through TRL's rollout_func: the trainer's vLLM engine is attached, sampled at temperature
+    # through TRL's rollout_func: the trainer's vLLM engine is attached and samples
     trainer = types.SimpleNamespace(vllm_generation=fake)
-    out = make_rollout_func(engine)(prompts, trainer)
-    assert len(out["env_mask"]) == 2 and out["logprobs"] is None
-    assert fake.requests[-1]["temperature"] == rc.temperature
+    out = make_rollout_func(engine)(reference.prompts, trainer)
+    assert out["env_mask"] == [t.env_mask for t in expected] and out["logprobs"] is None
+    assert fake.requests[-1]["temperature"] == reference.rc.temperature

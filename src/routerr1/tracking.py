@@ -31,6 +31,16 @@ def tracking_uri(cfg: Mapping[str, Any], results_dir: str | Path = "results") ->
 
 def ensure_experiment(uri: str, name: str, artifact_root: Path | None = None) -> str:
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        # parallel jobs that find a fresh SQLite file race in MLflow's schema migration
+        from filelock import FileLock
+
+        with FileLock(uri.removeprefix("sqlite:///") + ".lock"):
+            return _ensure_experiment(uri, name, artifact_root)
+    return _ensure_experiment(uri, name, artifact_root)
+
+
+def _ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
