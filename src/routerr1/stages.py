@@ -111,14 +111,19 @@ def profile(
     profile_out: str,
     calls_out: str,
     models_root: Path = MODELS_ROOT,
+    run_key: str = "profile_pool",
+    pool_cfg: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
+    """Measure the pool of ``pool_cfg`` (default: ``cfg``) on the profiling questions."""
     from routerr1.data import read_records
     from routerr1.pool.profile import profile_pool
     from routerr1.tracking import log_json_artifact, tracked_run
 
+    pool_cfg = pool_cfg or cfg
     records = read_records(profile_in)
-    pool = _pool(cfg, models_root)
-    with tracked_run(cfg, "profile_pool", "profile_pool", {"stage": "profile"}):
+    pool = _pool(pool_cfg, models_root)
+    tags = {"stage": "profile", "pool_hash": pool_hash(pool_cfg)}
+    with tracked_run(cfg, run_key, run_key, tags):
         summary, calls = profile_pool(
             pool,
             [r.question for r in records],
@@ -128,7 +133,7 @@ def profile(
         for row in summary.to_dict("records"):
             for k in ("latency_p50_s", "latency_p95_s", "tokens_per_s", "em", "f1", "mean_cost"):
                 mlflow.log_metric(f"{row['name']}.{k}", row[k])
-        log_json_artifact(price_table(cfg), "price_table.json")
+        log_json_artifact(price_table(pool_cfg), "price_table.json")
         write_parquet_atomic(calls, calls_out)
         write_parquet_atomic(summary, profile_out)
     return summary
@@ -501,27 +506,18 @@ def profile_unseen(
 ) -> pd.DataFrame:
     """Profile the pool_unseen models on the same questions as the training pool."""
     from routerr1.baselines import extended_pool_config
-    from routerr1.data import read_records
-    from routerr1.pool.profile import profile_pool
-    from routerr1.tracking import tracked_run
 
-    extended_pool_config(cfg)  # checks the entries before any model loads
+    extended_pool_config(cfg)  # refuses an empty pool_unseen before any model loads
     unseen_cfg = {**cfg, "pool": list(cfg["pool_unseen"])}
-    records = read_records(profile_in)
-    tags = {"stage": "profile", "pool_hash": pool_hash(unseen_cfg)}
-    with tracked_run(cfg, "profile_pool_unseen", "profile_pool_unseen", tags):
-        summary, calls = profile_pool(
-            _pool(unseen_cfg, models_root),
-            [r.question for r in records],
-            [r.golden_answers for r in records],
-            batch_size=eval_config(cfg).batch_size,
-        )
-        for row in summary.to_dict("records"):
-            for k in ("latency_p50_s", "latency_p95_s", "tokens_per_s", "em", "f1", "mean_cost"):
-                mlflow.log_metric(f"{row['name']}.{k}", row[k])
-        write_parquet_atomic(calls, calls_out)
-        write_parquet_atomic(summary, profile_out)
-    return summary
+    return profile(
+        cfg,
+        profile_in,
+        profile_out,
+        calls_out,
+        models_root,
+        run_key="profile_pool_unseen",
+        pool_cfg=unseen_cfg,
+    )
 
 
 def describe_unseen(pool_profile_in: str, unseen_profile_in: str, out_json: str) -> list[dict]:
