@@ -23,20 +23,29 @@ from pathlib import Path
 
 # Each setting overrides TrainConfig / RolloutConfig fields.
 SETTINGS: dict[str, dict[str, dict]] = {
-    # the naive run: micro-batch 1 x 32 accumulation, fp32, full descriptors, 3 turns
+    # the naive run: micro-batch 1 x 32 accumulation, fp32, full descriptors, 3 turns,
+    # TRL's default gradient checkpointing, every prompt re-read on every turn and in every row
     "naive": {
-        "train": {"micro_batch_size": 1, "bf16": False, "beta": 0.001},
+        "train": {
+            "micro_batch_size": 1,
+            "bf16": False,
+            "beta": 0.001,
+            "gradient_checkpointing": True,
+            "share_prompt_prefix": False,
+        },
         "rollout": {
             "max_turns": 3,
             "max_turn_tokens": 128,
             "compressed_descriptors": False,
             "batch_size": 32,
+            "reuse_kv_cache": False,
         },
     },
     # same workload, faster execution: micro-batches, bf16 autocast (fp32 master weights), no
-    # reference model (beta 0)
+    # reference model (beta 0), no recomputation, the group's prompt computed once (rollout
+    # prefill and forward/backward), each turn continued from the last turn's KV cache
     "fast": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0},
         "rollout": {
             "max_turns": 3,
             "max_turn_tokens": 128,
@@ -46,7 +55,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     },
     # plus a lighter workload: compressed descriptors and tighter turn caps
     "fast+caps": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0},
         "rollout": {
             "max_turns": 2,
             "max_turn_tokens": 64,
@@ -55,12 +64,13 @@ SETTINGS: dict[str, dict[str, dict]] = {
             "batch_size": 32,
         },
     },
-    "fast+lora": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0, "lora_r": 16},
+    "fast+caps+lora": {
+        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0, "lora_r": 16},
         "rollout": {
-            "max_turns": 3,
-            "max_turn_tokens": 128,
-            "compressed_descriptors": False,
+            "max_turns": 2,
+            "max_turn_tokens": 64,
+            "max_final_tokens": 32,
+            "compressed_descriptors": True,
             "batch_size": 32,
         },
     },

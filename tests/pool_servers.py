@@ -1,10 +1,15 @@
-"""Test helpers: run an ASGI app with uvicorn on a free loopback port, and a fault-injecting
-OpenAI-compatible chat endpoint built on ``http.server`` (real sockets, real HTTP)."""
+"""Test helpers: run an ASGI app with uvicorn on a free loopback port, a fault-injecting
+OpenAI-compatible chat endpoint built on ``http.server`` (real sockets, real HTTP), and a
+stand-in for ``vllm serve`` (run this file as a script; see :func:`fake_vllm_main`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -190,3 +195,66 @@ class FaultServer:
                     raise ValueError(f"unknown fault {fault!r}")
 
         return Handler
+
+
+# -- a stand-in for `vllm serve` ----------------------------------------------------------------
+class EchoModel:
+    """What ``serve-pool``'s worker needs from a model: the question comes back as the answer;
+    a token is a UTF-8 byte of the last message."""
+
+    def encode_messages(self, messages) -> list[int]:
+        return list(messages[-1]["content"].encode())
+
+    def complete(self, prompts, max_new_tokens: int = 32, stop_at_newline=None) -> list:
+        from routerr1.pool.base import Generation
+
+        out = []
+        for ids in prompts:
+            question = bytes(ids).decode().rsplit("Question: ", 1)[-1]
+            out.append(Generation(question, len(ids), len(question.split()) + 1, 0.0, None, "stop"))
+        return out
+
+
+def fake_vllm_main(argv: Sequence[str] | None = None) -> int:
+    """``python tests/pool_servers.py <model> --served-model-name N --host H --port P ...``:
+    parses ``vllm serve``'s flags and serves ``routerr1 serve-pool``'s app with an
+    :class:`EchoModel` named N (key from ``VLLM_API_KEY``, as vLLM does).
+
+    ``--fake-mode exit`` prints an error and exits 3; ``hang`` never listens. ``--fake-child``
+    also starts a sleeping child process (like vLLM's engine core) in the same group. The
+    received argument list is written to ``--fake-argv-file``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--chat-template", default=None)
+    parser.add_argument("--fake-mode", choices=["ok", "exit", "hang"], default="ok")
+    parser.add_argument("--fake-child", action="store_true")
+    parser.add_argument("--fake-argv-file", default=None)
+    args = parser.parse_args(argv)
+    if args.fake_argv_file:
+        with open(args.fake_argv_file, "w") as fh:
+            json.dump(sys.argv[1:] if argv is None else list(argv), fh)
+    print(f"fake vllm: loading {args.model}", flush=True)
+    if args.fake_mode == "exit":
+        print("fake vllm: CUDA out of memory while loading weights", file=sys.stderr, flush=True)
+        return 3
+    if args.fake_child:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    if args.fake_mode == "hang":
+        while True:
+            time.sleep(1.0)
+
+    from routerr1.pool.server import ModelWorker, create_app
+
+    worker = ModelWorker(args.served_model_name, EchoModel, batch_wait_s=0.0)
+    app = create_app({args.served_model_name: worker}, os.environ.get("VLLM_API_KEY"))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(fake_vllm_main())

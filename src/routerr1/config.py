@@ -72,6 +72,11 @@ def _check_serving(entry: Mapping[str, Any], where: str) -> None:
     """Backend fields: ``base_url`` (http/https) only and always with the openai backend."""
     backend = entry.get("backend", "local")
     url = entry.get("base_url")
+    if entry.get("serve", "none") == "vllm":
+        _check_vllm_serve(entry, where)
+        return
+    if entry.get("vllm") is not None:
+        raise ConfigError(f"{where}.vllm: only used with serve 'vllm'")
     if backend == "openai":
         if not url:
             raise ConfigError(f"{where}.base_url: required when backend is 'openai'")
@@ -85,6 +90,27 @@ def _check_serving(entry: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}.{key}: only valid with backend 'openai' (is {backend!r})")
     if entry.get("temperature", 0.0) != 0.0:
         raise ConfigError(f"{where}.temperature: the local backend decodes greedily; use 0")
+
+
+def _check_vllm_serve(entry: Mapping[str, Any], where: str) -> None:
+    """``serve: vllm``: an openai entry whose endpoint the pipeline starts (so no base_url)."""
+    from routerr1.pool.vllm_launcher import VllmOptions
+
+    backend = entry.get("backend", "local")
+    if backend != "openai":
+        raise ConfigError(
+            f"{where}.serve: 'vllm' needs backend 'openai' (the pipeline calls the server it "
+            f"starts over the OpenAI API), got backend {backend!r}"
+        )
+    if entry.get("base_url") is not None:
+        raise ConfigError(
+            f"{where}.base_url: conflicts with serve 'vllm' (the launched server listens on "
+            "127.0.0.1 at vllm.port or a free port); drop base_url, or serve: none"
+        )
+    try:
+        VllmOptions.from_mapping(entry.get("vllm"), f"{where}.vllm")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
@@ -110,6 +136,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 seen[key] = label
     if cfg["policy"]["model"] not in models:
         raise ConfigError(f"policy.model: unknown model key {cfg['policy']['model']!r}")
+    eval_config(cfg)  # greedy / temperature agree
     mirror = cfg.get("data_mirror")
     if mirror is not None and not Path(mirror).is_dir():
         raise ConfigError(f"data_mirror: folder {mirror!r} does not exist")
@@ -152,6 +179,9 @@ class PoolEntry:
     max_retries: int = 4
     temperature: float = 0.0
     revision: str = ""  # fingerprint of the model's source (the call cache keys on it)
+    # "vllm": the pipeline starts `vllm serve` for this entry (routerr1.pool.vllm_launcher)
+    serve: str = "none"
+    vllm: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -165,6 +195,7 @@ class RolloutConfig:
     top_p: float = 1.0
     compressed_descriptors: bool = False
     batch_size: int = 32
+    reuse_kv_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,14 +214,49 @@ class TrainConfig:
     bf16: bool = False
     lora_r: int = 0
     lora_alpha: int = 32
+    share_prompt_prefix: bool = True
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     baselines: tuple[str, ...] = ("single", "prompt_router")
-    greedy: bool = True
+    # Router decoding: temperature 0 is greedy (the default); > 0 samples with top_p, seeded by
+    # sample_seed (null: the top-level seed). greedy is the older switch; it must agree.
+    greedy: bool | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    sample_seed: int | None = None
     batch_size: int = 16
     knn: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"eval.temperature: must be >= 0, got {self.temperature!r}")
+        if self.greedy is True and self.temperature > 0:
+            raise ConfigError(
+                f"eval.greedy: true contradicts eval.temperature {self.temperature:g}; "
+                "drop greedy (temperature > 0 samples)"
+            )
+        if self.greedy is False and self.temperature == 0:
+            raise ConfigError(
+                "eval.greedy: false needs eval.temperature > 0 (the paper sampled at 1.0)"
+            )
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
+
+    def decoding(self, seed: int) -> dict[str, Any]:
+        """The router's evaluation decoding, as logged to MLflow and the summary header."""
+        if not self.sampled:
+            return {"decoding": "greedy"}
+        return {
+            "decoding": "sampled",
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "sample_seed": seed if self.sample_seed is None else self.sample_seed,
+        }
 
 
 def warm_start_config(cfg: Mapping[str, Any]):
@@ -222,6 +288,8 @@ def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
             max_retries=int(p.get("max_retries", 4)),
             temperature=float(p.get("temperature", 0.0)),
             revision=source_fingerprint(models[p["model"]].get("source", {})),
+            serve=p.get("serve", "none"),
+            vllm=dict(p.get("vllm") or {}),
         )
         for p in cfg["pool"]
     ]

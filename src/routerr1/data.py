@@ -8,6 +8,12 @@ The folder comes either from a local mirror or from a snapshot of the Hugging Fa
 Sampling draws the evaluation sets first, then the training set, then the profiling set, and
 keeps the three disjoint by normalized question, so no question the router is scored on was seen
 in training or used to profile the pool.
+
+The paper evaluates on seven FlashRAG configs (``PAPER_EVAL_SPLITS``: NQ, TriviaQA and PopQA on
+test, HotpotQA, 2WikiMultiHopQA and MuSiQue on dev, Bamboogle on test). ``sample_splits`` skips
+an evaluation benchmark the source does not have, with a warning and a reason in its manifest,
+so a partial mirror still gives a complete (smaller) evaluation; a missing training or profiling
+benchmark is still an error.
 """
 
 from __future__ import annotations
@@ -37,6 +43,17 @@ _KNOWN_SPLITS = ("train", "dev", "test")
 EVAL_SPLIT_PREFERENCE = ("test", "dev", "train")
 FRAME_COLUMNS = ("id", "question", "golden_answers", "benchmark", "split")
 ROLES = ("eval", "train", "profile")
+# The paper's evaluation benchmarks and the FlashRAG split each is scored on. A benchmark not
+# listed here falls back on EVAL_SPLIT_PREFERENCE.
+PAPER_EVAL_SPLITS: dict[str, str] = {
+    "nq": "test",
+    "triviaqa": "test",
+    "popqa": "test",
+    "hotpotqa": "dev",
+    "2wikimultihopqa": "dev",
+    "musique": "dev",
+    "bamboogle": "test",
+}
 
 
 class MissingBenchmarkError(ValueError):
@@ -304,6 +321,9 @@ class _Loader:
 
     def eval_split(self, benchmark: str) -> str:
         splits = available_splits(self.bench_dir(benchmark))
+        paper = PAPER_EVAL_SPLITS.get(benchmark.lower())
+        if paper in splits:
+            return paper
         for split in EVAL_SPLIT_PREFERENCE:
             if split in splits:
                 return split
@@ -369,11 +389,28 @@ def allocate(total: int, capacities: Sequence[int]) -> list[int]:
     return quotas
 
 
-def _draw_eval(cfg: SamplingConfig, loader: _Loader, used: set[str]) -> list[QARecord]:
+def _draw_eval(
+    cfg: SamplingConfig,
+    loader: _Loader,
+    used: set[str],
+    manifest: list[dict[str, Any]] | None = None,
+) -> list[QARecord]:
+    """Up to ``n_eval`` questions per eval benchmark. With ``manifest`` (a list to fill), a
+    benchmark missing from the source is skipped and recorded there; without it, it raises."""
     out: list[QARecord] = []
     for bench in cfg.eval_benchmarks:
-        split = loader.eval_split(bench)
-        pool = _candidates(loader.records(bench, split), used, _rng(cfg.seed, "eval", bench))
+        try:
+            split = loader.eval_split(bench)
+        except MissingBenchmarkError as e:
+            if manifest is None:
+                raise
+            log.warning("eval: skipping benchmark %r: %s", bench, e)
+            manifest.append(
+                {"benchmark": bench, "status": "skipped", "reason": str(e), "requested": cfg.n_eval}
+            )
+            continue
+        records = loader.records(bench, split)
+        pool = _candidates(records, used, _rng(cfg.seed, "eval", bench))
         picked = pool[: cfg.n_eval]
         if len(picked) < cfg.n_eval:
             log.warning(
@@ -385,6 +422,17 @@ def _draw_eval(cfg: SamplingConfig, loader: _Loader, used: set[str]) -> list[QAR
             )
         used.update(normalize_question(r.question) for r in picked)
         out.extend(picked)
+        if manifest is not None:
+            manifest.append(
+                {
+                    "benchmark": bench,
+                    "status": "ok",
+                    "split": split,
+                    "n": len(picked),
+                    "requested": cfg.n_eval,
+                    "available": len(records),
+                }
+            )
     return out
 
 
@@ -437,19 +485,29 @@ def _draw_total(
     return out
 
 
-def build_splits(cfg: SamplingConfig, source: Callable[[str], Path]) -> dict[str, list[QARecord]]:
-    """Sample the eval, train and profile sets, disjoint by normalized question.
+@dataclass(frozen=True)
+class SampledSplits:
+    """The three disjoint samples, plus one manifest entry per configured eval benchmark:
+    ``{"benchmark", "status": "ok", "split", "n", "requested", "available"}`` or
+    ``{"benchmark", "status": "skipped", "reason", "requested"}``."""
 
-    ``source`` maps a benchmark name to its folder (e.g. a lambda over resolve_benchmark_dir).
-    Eval takes up to ``n_eval`` per benchmark from test, else dev, else train. Train then draws
-    ``n_train`` in total from each train benchmark's train split (or its eval split, with the
-    eval sample held out); profile draws ``n_profile`` from what is left. A train benchmark
-    with nothing left raises ValueError; an exhausted profile benchmark only warns, unless
-    every profile benchmark is exhausted.
-    """
+    train: list[QARecord]
+    eval: list[QARecord]
+    profile: list[QARecord]
+    eval_manifest: list[dict[str, Any]]
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Skipped eval benchmark -> why."""
+        return {m["benchmark"]: m["reason"] for m in self.eval_manifest if m["status"] != "ok"}
+
+
+def _sample(
+    cfg: SamplingConfig, source: Callable[[str], Path], manifest: list[dict[str, Any]] | None
+) -> dict[str, list[QARecord]]:
     loader = _Loader(source)
     used: set[str] = set()
-    eval_set = _draw_eval(cfg, loader, used)
+    eval_set = _draw_eval(cfg, loader, used, manifest)
     # A train benchmark with nothing left is a config error; profiling only needs some questions.
     train_set = _draw_total(
         "train", cfg.train_benchmarks, cfg.n_train, cfg, loader, used, strict=True
@@ -458,6 +516,33 @@ def build_splits(cfg: SamplingConfig, source: Callable[[str], Path]) -> dict[str
         "profile", cfg.resolved_profile_benchmarks, cfg.n_profile, cfg, loader, used, strict=False
     )
     return {"train": train_set, "eval": eval_set, "profile": profile_set}
+
+
+def build_splits(cfg: SamplingConfig, source: Callable[[str], Path]) -> dict[str, list[QARecord]]:
+    """Sample the eval, train and profile sets, disjoint by normalized question.
+
+    ``source`` maps a benchmark name to its folder (e.g. a lambda over resolve_benchmark_dir).
+    Eval takes up to ``n_eval`` per benchmark from its paper split (``PAPER_EVAL_SPLITS``) if
+    present, else test, else dev, else train; a benchmark with fewer rows gives all of them.
+    Train then draws ``n_train`` in total from each train benchmark's train split (or its eval
+    split, with the eval sample held out); profile draws ``n_profile`` from what is left. A
+    train benchmark with nothing left raises ValueError; an exhausted profile benchmark only
+    warns, unless every profile benchmark is exhausted. Any missing benchmark raises
+    MissingBenchmarkError (``sample_splits`` skips missing eval benchmarks instead).
+    """
+    return _sample(cfg, source, None)
+
+
+def sample_splits(cfg: SamplingConfig, source: Callable[[str], Path]) -> SampledSplits:
+    """``build_splits``, but an eval benchmark missing from the source is skipped with a
+    warning and recorded in ``eval_manifest``. Raises ValueError if every one is missing."""
+    manifest: list[dict[str, Any]] = []
+    splits = _sample(cfg, source, manifest)
+    out = SampledSplits(splits["train"], splits["eval"], splits["profile"], manifest)
+    if not out.eval:
+        reasons = "; ".join(f"{b}: {r}" for b, r in out.skipped.items()) or "no questions"
+        raise ValueError(f"eval_benchmarks: nothing to evaluate ({reasons})")
+    return out
 
 
 # --------------------------------------------------------------------------- parquet I/O

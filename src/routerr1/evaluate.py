@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from tqdm.auto import tqdm
 
 from routerr1.config import RolloutConfig
 from routerr1.data import QARecord
-from routerr1.io import write_parquet_atomic
+from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
@@ -62,13 +65,26 @@ def _row(method, family, alpha, rec: QARecord, prediction, **extra) -> dict:
 class ChunkStore:
     """Finished batches of an evaluation, each written atomically beside the final output.
 
-    A killed evaluation keeps every batch it finished; the rerun skips those questions.
+    A killed evaluation keeps every batch it finished; the rerun skips those questions. With a
+    ``settings`` mapping (e.g. the decoding), chunks written under other settings are dropped
+    rather than mixed into the result.
     """
 
-    def __init__(self, final_path: str | Path) -> None:
+    SETTINGS = "settings.json"
+
+    def __init__(self, final_path: str | Path, settings: dict | None = None) -> None:
         self.dir = Path(final_path).with_name(Path(final_path).name + ".chunks")
+        self.settings = settings
+
+    def _settings_match(self) -> bool:
+        path = self.dir / self.SETTINGS
+        stored = json.loads(path.read_text()) if path.is_file() else None
+        return stored == (None if self.settings is None else json.loads(json.dumps(self.settings)))
 
     def load(self) -> pd.DataFrame:
+        if self.dir.is_dir() and not self._settings_match():
+            log.warning("%s: finished batches were made with other settings; redoing", self.dir)
+            self.clear()
         parts = sorted(self.dir.glob("chunk-*.parquet")) if self.dir.is_dir() else []
         if not parts:
             return pd.DataFrame(columns=ROW_COLUMNS)
@@ -76,6 +92,8 @@ class ChunkStore:
 
     def add(self, rows: pd.DataFrame) -> None:
         n = len(list(self.dir.glob("chunk-*.parquet"))) if self.dir.is_dir() else 0
+        if n == 0 and self.settings is not None:
+            write_json_atomic(self.settings, self.dir / self.SETTINGS)
         write_parquet_atomic(rows, self.dir / f"chunk-{n:05d}.parquet")
 
     def clear(self) -> None:
@@ -143,6 +161,28 @@ def evaluate_single(
     return run_in_batches(records, batch_size, answer_batch, f"eval {model_name}", store)
 
 
+def eval_rollout_config(
+    rollout_cfg: RolloutConfig, temperature: float, top_p: float
+) -> tuple[RolloutConfig, bool]:
+    """The rollout settings evaluation decodes with, and whether that is greedy.
+
+    Temperature 0 is greedy; otherwise the training rollout settings with the evaluation's
+    temperature and top_p (the engine samples with ``cfg.temperature`` / ``cfg.top_p``).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature: must be >= 0, got {temperature!r}")
+    if temperature == 0:
+        return rollout_cfg, True
+    return dataclasses.replace(rollout_cfg, temperature=temperature, top_p=top_p), False
+
+
+def batch_seed(seed: int, chunk: Sequence[QARecord]) -> int:
+    """Sampling seed of one batch: depends on the seed and the batch's questions only, so a
+    rerun (or a resumed run with the same batches) draws the same samples."""
+    keys = "\x1f".join(f"{r.benchmark}/{r.id}" for r in chunk)
+    return zlib.crc32(f"{seed}\x1e{keys}".encode())
+
+
 def evaluate_router(
     *,
     model,
@@ -155,16 +195,28 @@ def evaluate_router(
     family: str,
     alpha: float | None,
     batch_size: int = 16,
-    greedy: bool = True,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    sample_seed: int = 0,
     store: ChunkStore | None = None,
 ) -> pd.DataFrame:
-    """Run the multi-turn router over ``records``; the final <answer> is the prediction."""
-    engine = RolloutEngine(tokenizer, pool, rollout_cfg, batch_size=batch_size)
+    """Run the multi-turn router over ``records``; the final <answer> is the prediction.
+
+    Greedy at ``temperature`` 0 (the default); otherwise each batch samples with
+    ``temperature`` / ``top_p`` after seeding torch with ``batch_seed(sample_seed, batch)``.
+    Every record is evaluated: the last batch may be smaller than ``batch_size``.
+    """
+    import torch
+
+    decode_cfg, greedy = eval_rollout_config(rollout_cfg, temperature, top_p)
+    engine = RolloutEngine(tokenizer, pool, decode_cfg, batch_size=batch_size)
 
     def answer_batch(chunk: Sequence[QARecord]) -> list[dict]:
         prompts = router_prompts(
             tokenizer, [r.question for r in chunk], descriptors, rollout_cfg.compressed_descriptors
         )
+        if not greedy:
+            torch.manual_seed(batch_seed(sample_seed, chunk))
         t0 = time.perf_counter()
         trajs = engine.run(model, prompts, greedy=greedy)
         # per-question latency: the batch's wall time (policy and pool calls) shared evenly

@@ -24,8 +24,9 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "aggregate",
     "aiq",
+    "decoding_text",
     "family_aiq",
     "pareto_frontier",
     "plot_pareto",
@@ -255,10 +257,17 @@ def _sort_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate(
-    eval_paths: Sequence[Path], duckdb_path: Path, csv_path: Path, md_path: Path
+    eval_paths: Sequence[Path],
+    duckdb_path: Path,
+    csv_path: Path,
+    md_path: Path,
+    manifest: Mapping[str, Any] | None = None,
+    decoding: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Load every evaluation parquet into DuckDB, summarize, and write csv and markdown.
 
+    ``manifest`` (the data stage's eval_manifest.json) and ``decoding`` (the router's evaluation
+    decoding, ``EvalConfig.decoding``) go into the markdown header; see `render_markdown`.
     Returns the summary (one row per method and benchmark plus the "average" rows), sorted
     routers-first. Raises ValueError on missing columns, nulls, out-of-range scores, or duplicate
     (method, benchmark, qid) rows; FileNotFoundError if an input is absent.
@@ -287,7 +296,7 @@ def aggregate(
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
 
     _atomic_write_text(Path(csv_path), summary.to_csv(index=False))
-    _atomic_write_text(Path(md_path), render_markdown(summary))
+    _atomic_write_text(Path(md_path), render_markdown(summary, manifest, decoding))
     return summary
 
 
@@ -439,8 +448,8 @@ def _grid(
 _FAMILY_NOTES = {
     UNSEEN_FAMILY: "router-r1+unseen: the same trained routers, pool extended by `pool_unseen`",
     "prompt-router": "prompt-router: the untrained policy, prompted to route",
-    "knn": "knn: per question the pool model with the best mean F1 on its k nearest profiling "
-    "questions (MiniLM embeddings), answering alone",
+    "knn": "knn: per question the pool model with the best mean F1 on its k nearest training "
+    "and profiling questions (MiniLM embeddings; ties to the cheaper), answering alone",
     "random": "random: per question a pool model drawn uniformly (seeded), answering alone",
     "largest": "largest: the largest pool model alone (same answers as its single row)",
     "oracle": "oracle: per question the cheapest pool model that answers correctly; it reads the "
@@ -481,13 +490,72 @@ def _unseen_section(summary: pd.DataFrame) -> list[str]:
     ]
 
 
-def render_markdown(summary: pd.DataFrame) -> str:
-    """Markdown report from a summary as returned by `aggregate`."""
+def decoding_text(decoding: Mapping[str, Any] | None) -> str:
+    """One line for the summary header: how the routers decoded at evaluation."""
+    if not decoding or decoding.get("decoding", "greedy") == "greedy":
+        return "greedy"
+    return (
+        f"sampled (temperature {float(decoding['temperature']):g}, "
+        f"top_p {float(decoding.get('top_p', 1.0)):g}, seed {decoding.get('sample_seed')})"
+    )
+
+
+def _data_section(manifest: Mapping[str, Any]) -> list[str]:
+    """The evaluation sets actually used, then every configured benchmark that was skipped."""
+    entries = list(manifest.get("benchmarks", []))
+    used = [e for e in entries if e.get("status") == "ok"]
+    skipped = [e for e in entries if e.get("status") != "ok"]
+    out = []
+    if used:
+        rows = [
+            [
+                str(e["benchmark"]),
+                str(e.get("split", "")),
+                str(e.get("n", "")),
+                str(e.get("requested", "")),
+                str(e.get("available", "")),
+            ]
+            for e in used
+        ]
+        out += ["## Benchmarks", ""]
+        out += _md_table(["benchmark", "split", "questions", "asked", "in split"], rows)
+        short = [e["benchmark"] for e in used if int(e.get("n", 0)) < int(e.get("requested", 0))]
+        if short:
+            out += ["", f"Evaluated on every question it has: {', '.join(short)}."]
+        out += [""]
+    out += ["## Skipped benchmarks", ""]
+    if skipped:
+        out += [f"- **{e['benchmark']}**: {e.get('reason', 'no reason given')}" for e in skipped]
+        out += ["", "These are in the config but not in the data source; no method ran on them."]
+    else:
+        out += ["None: every configured evaluation benchmark was found."]
+    return out + [""]
+
+
+def render_markdown(
+    summary: pd.DataFrame,
+    manifest: Mapping[str, Any] | None = None,
+    decoding: Mapping[str, Any] | None = None,
+) -> str:
+    """Markdown report from a summary as returned by `aggregate`.
+
+    With ``decoding`` the header says how the routers decoded; with ``manifest`` (the data
+    stage's eval_manifest.json) it lists the evaluation sets and, under "Skipped benchmarks",
+    each configured benchmark the data source lacked, with the reason.
+    """
     summary = _sort_summary(summary)
     benchmarks = sorted(b for b in summary["benchmark"].unique() if b != AVERAGE)
     methods = list(dict.fromkeys(summary["method"]))
     footnote = "† averaged over only the benchmarks this method was evaluated on."
     out = ["# Evaluation summary", ""]
+    if decoding is not None:
+        out += [
+            f"Router decoding at evaluation: {decoding_text(decoding)}. "
+            "Pool models decode as configured (greedy locally).",
+            "",
+        ]
+    if manifest is not None:
+        out += _data_section(manifest)
 
     out += ["## EM / F1 (%)", ""]
     rows, partial = _grid(summary, methods, benchmarks, lambda r: f"{r.em:.1f} / {r.f1:.1f}")

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -95,6 +96,72 @@ def _strip_generated(
     return ids, False
 
 
+@dataclass
+class _Batch:
+    rows: list[int]  # indices into the contexts of this generate call
+    ids: torch.Tensor
+    mask: torch.Tensor
+    cache: Any  # a transformers Cache covering ids[:, :-1], or None
+    pad: int | None
+
+
+@dataclass
+class _KVState:
+    """One generate call's batch after it ran: what the next turn may continue from."""
+
+    ids: torch.Tensor  # context + generated columns
+    width: int  # context columns
+    mask: torch.Tensor
+    cache: Any  # covers ids[:, :-1]
+    contexts: list[list[int]]
+    generated: list[list[int]]
+
+
+class TagStop:
+    """Per-row stop once the text generated in this call contains a closing action tag.
+
+    Same rule as transformers' ``stop_strings``, without its per-call scan of the whole
+    vocabulary (seconds per ``generate`` for a 150k-token vocabulary): only the last few
+    generated tokens of each row are decoded at each step.
+    """
+
+    def __init__(self, tokenizer, start: int, stops: Sequence[str] = STOP_STRINGS, window=16):
+        self.tok, self.start, self.stops, self.window = tokenizer, start, tuple(stops), window
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.BoolTensor:
+        lo = max(self.start, input_ids.size(1) - self.window)
+        tails = self.tok.batch_decode(input_ids[:, lo:].tolist(), skip_special_tokens=True)
+        hit = [any(s in t for s in self.stops) for t in tails]
+        return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)
+
+
+class GumbelSample:
+    """Draw the next token as argmax(log-probs + Gumbel noise): an exact sample from the
+    (already tempered and truncated) distribution, which greedy decoding then picks. On CPU it
+    is many times cheaper than ``torch.multinomial`` over a large vocabulary."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        u = torch.rand_like(logp).clamp_(min=1e-20, max=1.0 - 1e-7)
+        return logp - torch.log(-torch.log(u))
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def _prefix_lengths(index: dict[tuple[int, ...], Any], ctx: list[int]) -> list[int]:
+    """Lengths n, longest first, for which ctx[:n] is a key of index."""
+    lengths = sorted({len(k) for k in index}, reverse=True)
+    return [n for n in lengths if n < len(ctx) and tuple(ctx[:n]) in index]
+
+
+def _cache_device(cache) -> torch.device:
+    layer = cache.layers[0]
+    return layer.keys.device if getattr(layer, "keys", None) is not None else torch.device("cpu")
+
+
 class RolloutEngine:
     def __init__(
         self,
@@ -118,6 +185,9 @@ class RolloutEngine:
         self.autocast_bf16 = autocast_bf16
         self.timings: dict[str, float] = {"policy_generate_s": 0.0, "pool_s": 0.0}
         self.run_log: list[dict[str, float]] = []  # per run(): time split and sizes
+        self._states: list[_KVState] = []  # KV caches of the last turn, within one run()
+        # rows whose prompt prefill was shared / whose turn continued from a cache, per run()
+        self.kv_counts = {"shared_prefill_rows": 0, "continued_rows": 0}
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
 
@@ -128,38 +198,144 @@ class RolloutEngine:
     ) -> list[list[int]]:
         t0 = time.perf_counter()
         outs: list[list[int] | None] = [None] * len(contexts)
-        pad = self.tok.pad_token_id
         device = next(model.parameters()).device
+        kwargs = dict(
+            max_new_tokens=max_new,
+            pad_token_id=self.tok.pad_token_id,
+            return_dict_in_generate=True,
+            do_sample=False,  # sampling is GumbelSample's argmax
+        )
+        processors = []
+        if not greedy:
+            from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+            processors = [TemperatureLogitsWarper(self.cfg.temperature)]
+            if self.cfg.top_p < 1.0:
+                processors.append(TopPLogitsWarper(self.cfg.top_p))
+            processors.append(GumbelSample())
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        batches, fresh = self._continued_batches(contexts) if self.cfg.reuse_kv_cache else ([], [])
+        if not self.cfg.reuse_kv_cache:
+            fresh = list(range(len(contexts)))
         # batch similar lengths together: left padding is compute the CPU spends for nothing
-        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            width = max(len(contexts[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, width - len(contexts[i]) :] = torch.tensor(contexts[i])
-                mask[r, width - len(contexts[i]) :] = 1
-            kwargs = dict(
-                max_new_tokens=max_new,
-                pad_token_id=pad,
-                stop_strings=STOP_STRINGS,
-                tokenizer=self.tok,
-            )
-            if greedy:
-                kwargs.update(do_sample=False)
-            else:
-                kwargs.update(
-                    do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0
-                )
+        fresh.sort(key=lambda i: len(contexts[i]))
+        for start in range(0, len(fresh), self.batch_size):
+            rows = fresh[start : start + self.batch_size]
+            batches.append(self._fresh_batch(model, contexts, rows))
+        states: list[_KVState] = []
+        for batch in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 gen = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs
+                    input_ids=batch.ids.to(device),
+                    attention_mask=batch.mask.to(device),
+                    past_key_values=batch.cache,
+                    stopping_criteria=[TagStop(self.tok, batch.ids.size(1))],
+                    **kwargs,
                 )
-            for i, row in zip(rows, gen[:, width:].tolist(), strict=True):
-                outs[i] = _strip_generated(row, self.eos_ids, pad)[0]
+            width = batch.ids.size(1)
+            new_cols = gen.sequences[:, width:].cpu()
+            for r, i in enumerate(batch.rows):
+                outs[i] = _strip_generated(new_cols[r].tolist(), self.eos_ids, batch.pad)[0]
+            if self.cfg.reuse_kv_cache:
+                states.append(
+                    _KVState(
+                        ids=gen.sequences.cpu(),
+                        width=width,
+                        mask=torch.cat([batch.mask, torch.ones_like(new_cols)], dim=1),
+                        cache=gen.past_key_values,
+                        contexts=[contexts[i] for i in batch.rows],
+                        generated=[outs[i] for i in batch.rows],  # type: ignore[misc]
+                    )
+                )
+        self._states = states  # only the last turn's caches can be continued
         self.timings["policy_generate_s"] += time.perf_counter() - t0
         return outs  # type: ignore[return-value]
+
+    def _fresh_batch(self, model, contexts: list[list[int]], rows: list[int]) -> _Batch:
+        """Left-padded batch; identical contexts (a GRPO group) are prefilled once and shared."""
+        pad = self.tok.pad_token_id
+        width = max(len(contexts[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, width - len(contexts[i]) :] = torch.tensor(contexts[i])
+            mask[r, width - len(contexts[i]) :] = 1
+        cache = None
+        unique: dict[tuple[int, ...], int] = {}
+        inverse = [unique.setdefault(tuple(contexts[i]), len(unique)) for i in rows]
+        if self.cfg.reuse_kv_cache and len(unique) < len(rows) and width > 1:
+            first = [inverse.index(k) for k in range(len(unique))]
+            device = next(model.parameters()).device
+            u_ids, u_mask = ids[first, :-1].to(device), mask[first, :-1].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                out = model(
+                    input_ids=u_ids,
+                    attention_mask=u_mask,
+                    position_ids=_positions(u_mask),  # what generate() derives from the mask
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            cache = out.past_key_values
+            cache.batch_select_indices(torch.tensor(inverse, device=device))
+            self.kv_counts["shared_prefill_rows"] += len(rows)
+        return _Batch(rows=rows, ids=ids, mask=mask, cache=cache, pad=pad)
+
+    def _continued_batches(self, contexts: list[list[int]]) -> tuple[list[_Batch], list[int]]:
+        """Continue rows of last turn's batches from their KV cache instead of re-prefilling.
+
+        A context continues a cached row when it starts with that row's context, then a prefix
+        of what the row generated (the kept turn), then at least one new token (the injected
+        observation). Generated tokens past the kept part are masked out; the new tokens are
+        appended as a right-aligned block. Anything else is prefilled afresh.
+        """
+        where: dict[tuple[int, ...], tuple[int, int]] = {}
+        for b, state in enumerate(self._states):
+            for r, ctx in enumerate(state.contexts):
+                where.setdefault(tuple(ctx), (b, r))
+        claimed: dict[int, list[tuple[int, int, int, list[int]]]] = {}
+        fresh: list[int] = []
+        for i, ctx in enumerate(contexts):
+            hit = None
+            for n in _prefix_lengths(where, ctx):
+                b, r = where[tuple(ctx[:n])]
+                gen = self._states[b].generated[r]
+                kept = 0
+                while kept < len(gen) and n + kept < len(ctx) and ctx[n + kept] == gen[kept]:
+                    kept += 1
+                if n + kept < len(ctx):
+                    hit = (b, r, kept, ctx[n + kept :])
+                    break
+            if hit is None:
+                fresh.append(i)
+            else:
+                claimed.setdefault(hit[0], []).append((i, *hit[1:]))
+        batches = []
+        for b, items in claimed.items():
+            state = self._states[b]
+            pad = self.tok.pad_token_id
+            sel = torch.tensor([r for _, r, _, _ in items])
+            ids, mask = state.ids[sel].clone(), state.mask[sel].clone()
+            ctx_width = state.width
+            block_w = max(len(new) for *_, new in items)
+            block = torch.full((len(items), block_w), pad, dtype=torch.long)
+            block_mask = torch.zeros_like(block)
+            for j, (_, _, kept, new) in enumerate(items):
+                mask[j, ctx_width + kept :] = 0  # generated past the kept turn: not in context
+                block[j, block_w - len(new) :] = torch.tensor(new)
+                block_mask[j, block_w - len(new) :] = 1
+            cache = state.cache
+            cache.batch_select_indices(sel.to(_cache_device(cache)))
+            self.kv_counts["continued_rows"] += len(items)
+            batches.append(
+                _Batch(
+                    rows=[i for i, *_ in items],
+                    ids=torch.cat([ids, block], dim=1),
+                    mask=torch.cat([mask, block_mask], dim=1),
+                    cache=cache,
+                    pad=pad,
+                )
+            )
+        return batches, fresh
 
     def _observation_ids(self, text: str, capped: bool) -> list[int]:
         # a reply that echoes our tags would break the policy's format through no fault of its own
@@ -173,7 +349,9 @@ class RolloutEngine:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, model, prompts: Sequence[str], greedy: bool = False) -> list[Trajectory]:
         start = dict(self.timings)
-        t0 = time.perf_counter()
+        t_run = time.perf_counter()
+        self._states = []  # caches hold the weights of this call only
+        self.kv_counts = dict.fromkeys(self.kv_counts, 0)
         trajs = [
             Trajectory(prompt_ids=self.tok(p, add_special_tokens=False).input_ids) for p in prompts
         ]
@@ -210,9 +388,9 @@ class RolloutEngine:
                 else:
                     requests.append((traj, call.model, call.query))
             if requests:
-                t0 = time.perf_counter()
+                t_pool = time.perf_counter()
                 results = self.pool.call([(m, q) for _, m, q in requests])
-                self.timings["pool_s"] += time.perf_counter() - t0
+                self.timings["pool_s"] += time.perf_counter() - t_pool
                 for (traj, _, _), res in zip(requests, results, strict=True):
                     traj.calls.append(res)
                     obs = (
@@ -222,16 +400,18 @@ class RolloutEngine:
             for traj in active:
                 if len(traj.completion_ids) >= self.cfg.max_total_tokens:
                     traj.done = True
+        self._states = []
         for traj in trajs:
             traj.text = self.tok.decode(traj.completion_ids, skip_special_tokens=True)
             traj.answer = extract_answer(traj.text)
         self.run_log.append(
             {
                 **{k: self.timings[k] - start[k] for k in self.timings},
-                "rollout_s": time.perf_counter() - t0,
+                "rollout_s": time.perf_counter() - t_run,
                 "sequences": len(trajs),
                 "policy_tokens": sum(sum(t.env_mask) for t in trajs),
                 "pool_calls": sum(len(t.calls) for t in trajs),
+                **self.kv_counts,
             }
         )
         return trajs

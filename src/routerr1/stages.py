@@ -73,8 +73,8 @@ def price_table(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- data --------------------------------------------------------------------------------------
-def download_data(cfg: Mapping[str, Any], train_out: str, eval_out: str, profile_out: str) -> None:
-    from routerr1.data import SamplingConfig, build_splits, records_to_frame, resolve_benchmark_dir
+def _sampled(cfg: Mapping[str, Any]):
+    from routerr1.data import SamplingConfig, resolve_benchmark_dir, sample_splits
 
     d = cfg["data"]
     sampling = SamplingConfig(
@@ -91,10 +91,52 @@ def download_data(cfg: Mapping[str, Any], train_out: str, eval_out: str, profile
     def source(bench: str) -> Path:
         return resolve_benchmark_dir(bench, mirror, d["hub_repo"], d["hub_revision"])
 
-    splits = build_splits(sampling, source)
+    source_name = str(mirror) if mirror is not None else f"hub:{d['hub_repo']}@{d['hub_revision']}"
+    return sample_splits(sampling, source), source_name
+
+
+def download_data(
+    cfg: Mapping[str, Any],
+    train_out: str,
+    eval_out: str,
+    profile_out: str,
+    manifest_out: str | None = None,
+) -> dict[str, Any]:
+    """Sample the three sets; an eval benchmark missing from the source is skipped with a
+    warning, and the returned manifest (also written to ``manifest_out``) says which and why."""
+    from routerr1.data import records_to_frame
+
+    splits, source_name = _sampled(cfg)
     for name, path in (("train", train_out), ("eval", eval_out), ("profile", profile_out)):
-        write_parquet_atomic(records_to_frame(splits[name]), path)
-        log.info("%s: %d questions -> %s", name, len(splits[name]), path)
+        records = getattr(splits, name)
+        write_parquet_atomic(records_to_frame(records), path)
+        log.info("%s: %d questions -> %s", name, len(records), path)
+    for bench, reason in splits.skipped.items():
+        log.warning("SKIPPED eval benchmark %r: %s", bench, reason)
+    manifest = {"source": source_name, "benchmarks": splits.eval_manifest}
+    if manifest_out is not None:
+        write_json_atomic(manifest, manifest_out)
+    return manifest
+
+
+def eval_manifest(cfg: Mapping[str, Any], eval_in: str, out: str) -> dict[str, Any]:
+    """Which configured eval benchmarks were evaluated (split, questions) and which skipped
+    (why), for the report. Sampling is seeded, so redoing it gives download_data's manifest;
+    it is checked against ``eval_in`` so a stale eval set cannot be described wrongly."""
+    splits, source_name = _sampled(cfg)
+    counts = pd.read_parquet(eval_in, columns=["benchmark"])["benchmark"].value_counts()
+    for entry in splits.eval_manifest:
+        have = int(counts.get(entry["benchmark"], 0))
+        if have != entry.get("n", 0):
+            raise ValueError(
+                f"eval_in: {entry['benchmark']!r} has {have} questions in {eval_in}, but the data "
+                f"config samples {entry.get('n', 0)}; rerun download_data"
+            )
+        if entry["status"] != "ok":
+            log.warning("SKIPPED eval benchmark %r: %s", entry["benchmark"], entry["reason"])
+    manifest = {"source": source_name, "benchmarks": splits.eval_manifest}
+    write_json_atomic(manifest, out)
+    return manifest
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -121,9 +163,8 @@ def profile(
 
     pool_cfg = pool_cfg or cfg
     records = read_records(profile_in)
-    pool = _pool(pool_cfg, models_root)
     tags = {"stage": "profile", "pool_hash": pool_hash(pool_cfg)}
-    with tracked_run(cfg, run_key, run_key, tags):
+    with _pool(pool_cfg, models_root) as pool, tracked_run(cfg, run_key, run_key, tags):
         summary, calls = profile_pool(
             pool,
             [r.question for r in records],
@@ -164,12 +205,13 @@ def pool_answers(
     from routerr1.pool.profile import profile_pool
 
     records = read_records(records_in)
-    _, calls = profile_pool(
-        _pool(cfg, models_root),
-        [r.question for r in records],
-        [r.golden_answers for r in records],
-        batch_size=eval_config(cfg).batch_size,
-    )
+    with _pool(cfg, models_root) as pool:
+        _, calls = profile_pool(
+            pool,
+            [r.question for r in records],
+            [r.golden_answers for r in records],
+            batch_size=eval_config(cfg).batch_size,
+        )
     write_parquet_atomic(calls, out)
     return calls
 
@@ -217,7 +259,7 @@ def warmstart(
         }
 
     base = _loadable(policy_dir)
-    with tracked_run(cfg, "warm_start", "warm_start", {"stage": "warm_start"}):
+    with pool, tracked_run(cfg, "warm_start", "warm_start", {"stage": "warm_start"}):
         mlflow.log_params({f"warm_start.{k}": v for k, v in wcfg.__dict__.items()})
         _, tok = load_policy(base, "float32")
         examples = build_examples(
@@ -269,21 +311,22 @@ def train(
     tcfg, rcfg = train_config(cfg), rollout_config(cfg)
 
     def run() -> dict[str, Any]:
-        return train_router(
-            policy_dir=_loadable(policy_dir),
-            policy_dtype=cfg["policy"]["dtype"],
-            records=read_records(train_in),
-            descriptors=load_descriptors(descriptors_in),
-            pool=_pool(cfg, models_root),
-            alpha=alpha,
-            train_cfg=tcfg,
-            rollout_cfg=rcfg,
-            checkpoint_dir=checkpoints,
-            model_out=model_out,
-            seed=cfg["seed"],
-            mlflow_active=track,
-            vllm=vllm_config(cfg),
-        )
+        with _pool(cfg, models_root) as pool:
+            return train_router(
+                policy_dir=_loadable(policy_dir),
+                policy_dtype=cfg["policy"]["dtype"],
+                records=read_records(train_in),
+                descriptors=load_descriptors(descriptors_in),
+                pool=pool,
+                alpha=alpha,
+                train_cfg=tcfg,
+                rollout_cfg=rcfg,
+                checkpoint_dir=checkpoints,
+                model_out=model_out,
+                seed=cfg["seed"],
+                mlflow_active=track,
+                vllm=vllm_config(cfg),
+            )
 
     if not track:
         return run()
@@ -346,13 +389,17 @@ def evaluate_router(
         "alpha": "" if alpha is None else str(alpha),
         "pool_hash": pool_hash(cfg),
     }
-    store = ChunkStore(out)  # a killed evaluation resumes from its finished batches
-    with tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
+    decoding = ecfg.decoding(cfg["seed"])
+    # a killed evaluation resumes from its finished batches (if made with the same decoding)
+    store = ChunkStore(out, settings=decoding)
+    pool = _pool(cfg, models_root)
+    with pool, tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
+        mlflow.log_params({f"eval.{k}": v for k, v in decoding.items()})
         model, tok = load_policy(_loadable(policy_dir), cfg["policy"]["dtype"])
         rows = run_router(
             model=model,
             tokenizer=tok,
-            pool=_pool(cfg, models_root),
+            pool=pool,
             descriptors=load_descriptors(descriptors_in),
             records=read_records(eval_in),
             rollout_cfg=rollout_config(cfg),
@@ -360,7 +407,9 @@ def evaluate_router(
             family=family,
             alpha=alpha,
             batch_size=ecfg.batch_size,
-            greedy=ecfg.greedy,
+            temperature=ecfg.temperature,
+            top_p=ecfg.top_p,
+            sample_seed=decoding.get("sample_seed", cfg["seed"]),
             store=store,
         )
         if add_columns is not None:
@@ -381,14 +430,11 @@ def evaluate_single(
 
     method = f"single:{name}"
     store = ChunkStore(out)
-    with tracked_run(
-        cfg,
-        f"eval/{method}",
-        f"eval {method}",
-        {"stage": "evaluate", "method": method, "family": "single", "pool_hash": pool_hash(cfg)},
-    ):
+    tags = {"stage": "evaluate", "method": method, "family": "single", "pool_hash": pool_hash(cfg)}
+    pool = _pool(cfg, models_root)
+    with pool, tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
         rows = run_single(
-            _pool(cfg, models_root),
+            pool,
             name,
             read_records(eval_in),
             batch_size=eval_config(cfg).batch_size,
@@ -482,18 +528,27 @@ def fetch_embedder(cfg: Mapping[str, Any], dest: str) -> Path:
 def knn_baseline(
     cfg: Mapping[str, Any],
     single_in: list[str],
-    calls_in: str,
+    calls_in: str | list[str],
     embedder_dir: str,
     out: str,
 ) -> pd.DataFrame:
-    """KNN router over the profiling calls, answering with the single-model rows."""
+    """KNN router over the pool's direct answers to known questions (``calls_in``: the training
+    questions' pool_answers and/or the profiling calls), answering with the single-model rows."""
     from routerr1.baselines import MiniLMEmbedder, knn_rows
 
     knn = cfg["eval"]["knn"]
-    rows = knn_rows(
-        _read_rows(single_in), pd.read_parquet(calls_in), MiniLMEmbedder(embedder_dir), knn["k"]
-    )
-    _record_baseline(cfg, rows, out, {"k": knn["k"], "embedder": knn["embedder"]["package"]})
+    paths = [calls_in] if isinstance(calls_in, str) else list(calls_in)
+    if not paths:
+        raise ValueError("calls_in: no pool-answer files to learn from")
+    calls = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    rows = knn_rows(_read_rows(single_in), calls, MiniLMEmbedder(embedder_dir), knn["k"])
+    params = {
+        "k": knn["k"],
+        "embedder": knn["embedder"]["package"],
+        "neighbours_from": ",".join(Path(p).name for p in paths),
+        "n_known_questions": calls["question"].nunique(),
+    }
+    _record_baseline(cfg, rows, out, params)
     return rows
 
 

@@ -21,6 +21,7 @@ from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.reward import CostNormalizer, score_trajectory
 from routerr1.rollout import RolloutEngine
+from routerr1.shared_prefix import shared_prefix_trainer
 from routerr1.vllm_rollout import VllmConfig, VllmRolloutEngine, check_runtime, grpo_vllm_kwargs
 
 log = logging.getLogger(__name__)
@@ -208,9 +209,21 @@ def batch_geometry(
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    """The newest complete checkpoint. The Trainer writes a checkpoint in place and its
+    ``trainer_state.json`` last, so a job killed while saving leaves a folder without it."""
+    if not output_dir.is_dir():
+        return None
+    done = [
+        p
+        for p in output_dir.glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    torn = {p.name for p in output_dir.glob("checkpoint-*")} - {p.name for p in done}
+    if torn:
+        log.warning("ignoring incomplete checkpoints (killed while saving?): %s", sorted(torn))
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.removeprefix("checkpoint-"))))
 
 
 def train_router(
@@ -277,6 +290,7 @@ def train_router(
         save_steps=train_cfg.save_steps,
         save_total_limit=2,
         bf16=train_cfg.bf16,
+        gradient_checkpointing=train_cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
         report_to=["mlflow"] if mlflow_active else [],
@@ -296,7 +310,12 @@ def train_router(
             target_modules="all-linear",
             task_type="CAUSAL_LM",
         )
-    trainer = GRPOTrainer(
+    # checkpointed layers would append to the prompt cache twice (forward and recompute)
+    share = train_cfg.share_prompt_prefix and not train_cfg.gradient_checkpointing
+    if train_cfg.share_prompt_prefix and not share:
+        log.warning("train.share_prompt_prefix is off because train.gradient_checkpointing is on")
+    trainer_class = shared_prefix_trainer(GRPOTrainer) if share else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         peft_config=peft_config,
         reward_funcs=[RouterReward(alpha, resolver, train_cfg)],

@@ -3,7 +3,6 @@
 from routerr1.baselines import extended_pool_config
 
 SINGLE_OUTPUTS = expand("results/eval/single/{member}.parquet", member=sorted(POOL))
-UNSEEN_MODEL_KEYS = sorted({p["model"] for p in config["pool_unseen"]})
 if config["pool_unseen"]:
     extended_pool_config(config)  # unknown model keys or clashing names fail before any job
 
@@ -50,10 +49,12 @@ rule fetch_embedder:
         "../scripts/fetch_embedder.py"
 
 
+# KNN learns from every pool model's direct answers to the training questions (pool_answers,
+# shared with the warm start) and to the profiling questions.
 rule knn_baseline:
     input:
         single=SINGLE_OUTPUTS,
-        calls="results/pool/profile_calls.parquet",
+        calls=["results/warmstart/pool_answers.parquet", "results/pool/profile_calls.parquet"],
         embedder="resources/embedder",
     output:
         "results/eval/baselines/knn.parquet",
@@ -85,7 +86,7 @@ rule profile_unseen:
         unseen=config["pool_unseen"],
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("profile_unseen")
     script:
         "../scripts/profile_unseen.py"
 
@@ -120,8 +121,9 @@ rule evaluate_router_unseen:
         "results/benchmarks/evaluate/router_unseen_alpha~{alpha}.tsv"
     params:
         method=lambda wc: f"router-r1+unseen@a{wc.alpha}",
+        decoding=EVAL_DECODING,
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("evaluate_router_unseen")
     script:
         "../scripts/evaluate_router_unseen.py"

@@ -1,10 +1,12 @@
 from routerr1.config import alpha_label
-from routerr1.workflow import slug
+from routerr1.workflow import conda_env, fetched_model_keys, slug
 
 POLICY_MODEL = config["policy"]["model"]
 POOL = {slug(p["name"]): p for p in config["pool"]}
-# weights to fetch: only models the pipeline runs itself (backend openai calls an endpoint)
-POOL_MODEL_KEYS = sorted({p["model"] for p in config["pool"] if p["backend"] == "local"})
+# weights to fetch: models run in process or served by the pipeline (serve: vllm); other
+# openai entries call an endpoint someone else runs
+POOL_MODEL_KEYS = fetched_model_keys(config["pool"])
+UNSEEN_MODEL_KEYS = fetched_model_keys(config["pool_unseen"])
 # GRPO starts from the warm-started policy when the format warm start is on
 GRPO_POLICY = (
     "results/warmstart/model"
@@ -36,3 +38,8 @@ def eval_outputs():
     if config["pool_unseen"]:
         outs += expand("results/eval/router_unseen/alpha~{alpha}.parquet", alpha=ALPHAS)
     return outs
+
+
+def rule_env(name):
+    """conda env of `name` under --sdm conda: the GPU env (vllm, deepspeed) where needed."""
+    return conda_env(config, name, base_dirs=[workflow.basedir])

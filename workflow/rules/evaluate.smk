@@ -1,3 +1,8 @@
+# Router decoding at evaluation (greedy unless eval.temperature > 0): a changed setting redoes the
+# router evaluations (Snakemake tracks params) but not the single-model ones.
+EVAL_DECODING = {k: config["eval"][k] for k in ("temperature", "top_p", "sample_seed")}
+
+
 rule evaluate_router:
     input:
         eval="results/data/eval.parquet",
@@ -13,9 +18,10 @@ rule evaluate_router:
     params:
         method=lambda wc: f"router-r1@a{wc.alpha}",
         family="router-r1",
+        decoding=EVAL_DECODING,
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("evaluate_router")
     script:
         "../scripts/evaluate_router.py"
 
@@ -35,6 +41,7 @@ use rule evaluate_router as evaluate_prompt_router with:
     params:
         method="prompt-router",
         family="prompt-router",
+        decoding=EVAL_DECODING,
 
 
 rule evaluate_single:
@@ -53,6 +60,6 @@ rule evaluate_single:
         entry=lambda wc: POOL[wc.member],
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("evaluate_single")
     script:
         "../scripts/evaluate_single.py"

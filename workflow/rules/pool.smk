@@ -11,7 +11,7 @@ rule profile_pool:
         "results/benchmarks/profile_pool.tsv",
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("profile_pool")
     script:
         "../scripts/profile_pool.py"
 

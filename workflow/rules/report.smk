@@ -1,6 +1,11 @@
+from routerr1.config import eval_config
+
+
 rule aggregate:
     input:
-        eval_outputs(),
+        evals=eval_outputs(),
+        # which configured eval benchmarks the data source lacked (listed as skipped)
+        manifest="results/data/eval_manifest.json",
     output:
         duckdb="results/summary.duckdb",
         csv=report(
@@ -12,6 +17,8 @@ rule aggregate:
         md="results/summary.md",
     log:
         "logs/aggregate.log",
+    params:
+        decoding=eval_config(config).decoding(config["seed"]),
     benchmark:
         "results/benchmarks/aggregate.tsv",
     conda:

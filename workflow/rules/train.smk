@@ -10,7 +10,7 @@ rule pool_answers:
         "results/benchmarks/pool_answers.tsv"
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("pool_answers")
     script:
         "../scripts/pool_answers.py"
 
@@ -32,7 +32,7 @@ rule warm_start:
         "results/benchmarks/warm_start.tsv"
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("warm_start")
     script:
         "../scripts/warm_start.py"
 
@@ -54,6 +54,6 @@ rule train_router:
         checkpoints=lambda wc: f"results/train/alpha~{wc.alpha}/checkpoints",
     threads: config["threads"]
     conda:
-        "../envs/routerr1.yaml"
+        rule_env("train_router")
     script:
         "../scripts/train_router.py"

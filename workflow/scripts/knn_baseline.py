@@ -5,7 +5,7 @@ with snakemake_job(snakemake):
     stages.knn_baseline(
         snakemake.config,
         list(snakemake.input.single),
-        snakemake.input.calls,
+        list(snakemake.input.calls),
         snakemake.input.embedder,
         snakemake.output[0],
     )

@@ -49,6 +49,11 @@ class Generation:
     cached: bool = False
 
 
+class BackendStartError(RuntimeError):
+    """A backend's server could not be started (``serve: vllm``). Unlike a failing call, this
+    stops the pipeline: every later call would fail the same way, slowly."""
+
+
 class Backend(Protocol):
     def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]: ...
 
@@ -107,13 +112,29 @@ class Pool:
                 check()
 
     def close(self) -> None:
-        """Release backend resources (HTTP clients, thread pools) and the cache connection."""
-        for backend in self._backends.values():
+        """Release backend resources (HTTP clients, thread pools, launched servers) and the
+        cache connection. Every backend is closed even if one fails; the first error is
+        re-raised after."""
+        backends, self._backends = list(self._backends.items()), {}
+        first: BaseException | None = None
+        for name, backend in backends:
             close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            try:
+                if close is not None:
+                    close()
+            except Exception as exc:
+                log.warning("pool model %s: close failed: %s", name, exc)
+                first = first or exc
         if self.cache is not None:
             self.cache.close()
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def call(self, requests: Sequence[tuple[str, str]]) -> list[PoolCall]:
         """Answer (model name, query) pairs, batched per model, results in input order."""
@@ -171,6 +192,8 @@ class Pool:
     def _backend_answer(self, entry: PoolEntry, queries: list[str]) -> list[Generation]:
         try:
             gens = self.backend(entry.name).answer(queries, max_new_tokens=entry.max_new_tokens)
+        except BackendStartError:
+            raise
         except Exception as exc:  # a failing model becomes an observation, never a crash
             log.warning("pool model %s failed: %s", entry.name, exc)
             err = f"{type(exc).__name__}: {exc}"
@@ -192,7 +215,10 @@ def build_pool(
 
     ``local`` entries run in process with transformers and need fetched weights in
     ``model_dirs``. ``openai`` entries call their endpoint; when the model's folder is there
-    too, its tokenizer counts tokens for servers that report no ``usage``.
+    too, its tokenizer counts tokens for servers that report no ``usage``. ``openai`` entries
+    with ``serve: vllm`` get a ``vllm serve`` subprocess started on first use
+    (``routerr1.pool.vllm_launcher``) and stopped by ``Pool.close``; they need fetched weights
+    unless ``vllm.model`` names what to serve.
     """
     unknown = sorted({e.backend for e in entries} - set(BACKENDS))
     if unknown:
@@ -200,12 +226,28 @@ def build_pool(
     missing = [e.model for e in entries if e.backend == "local" and e.model not in model_dirs]
     if missing:
         raise ValueError(f"pool: no fetched weights for model keys {missing}")
+    local_served = [e.name for e in entries if e.serve == "vllm" and e.backend != "openai"]
+    if local_served:
+        raise ValueError(f"pool: serve 'vllm' entries {local_served} need backend 'openai'")
+    unserved = [
+        e.name
+        for e in entries
+        if e.serve == "vllm" and e.model not in model_dirs and not (e.vllm or {}).get("model")
+    ]
+    if unserved:
+        raise ValueError(
+            f"pool: serve 'vllm' entries {unserved} have no fetched weights and no vllm.model"
+        )
 
     def factory(entry: PoolEntry) -> Backend:
+        folder = model_dirs.get(entry.model)
+        if entry.serve == "vllm":
+            from routerr1.pool.vllm_launcher import launch_backend
+
+            return launch_backend(entry, folder)
         if entry.backend == "openai":
             from routerr1.pool.openai_backend import OpenAIBackend
 
-            folder = model_dirs.get(entry.model)
             return OpenAIBackend.from_entry(entry, tokenizer=Path(folder) if folder else None)
         from routerr1.pool.local import LocalModel
 

@@ -1,9 +1,10 @@
 """A persistent cache of deterministic pool calls, in SQLite (``results/cache/calls.sqlite``).
 
 A call is keyed by everything that decides its answer: the backend, the model key and a
-fingerprint of its source (revision), the dtype (local) or endpoint and served model id
-(openai), the exact chat messages sent (prompt style, examples, question), and the sampling
-parameters. Only temperature-0 calls get a key; sampled calls are never served from the cache.
+fingerprint of its source (revision), the dtype (local), endpoint and served model id
+(openai), or served model id and vllm arguments (``serve: vllm``, whose port varies), the
+exact chat messages sent (prompt style, examples, question), and the sampling parameters.
+Only temperature-0 calls get a key; sampled calls are never served from the cache.
 
 A hit returns the recorded text, tokens and latency with ``cached=True``; the pool prices it
 from those tokens exactly like a fresh call, so the cache saves time, never cost accounting.
@@ -58,7 +59,15 @@ def call_request(entry: PoolEntry, question: str, max_new_tokens: int) -> dict |
     if entry.temperature != 0.0:
         return None
     served: dict[str, object]
-    if entry.backend == "openai":
+    if entry.serve == "vllm":
+        # a launched server's port changes every run: key on what it serves, not where
+        served = {
+            "serve": "vllm",
+            "served_model": entry.served_model or entry.name,
+            "vllm_model": entry.vllm.get("model"),
+            "extra_args": list(entry.vllm.get("extra_args") or []),
+        }
+    elif entry.backend == "openai":
         served = {"base_url": entry.base_url, "served_model": entry.served_model or entry.name}
     else:
         served = {"dtype": entry.dtype}
