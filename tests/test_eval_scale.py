@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -334,7 +335,7 @@ class _AnsweringModel(torch.nn.Module):
     def generate(self, input_ids, attention_mask, **kwargs):
         self.calls.append({**kwargs, "seed_draw": torch.rand(1).item()})
         tail = torch.tensor([self.reply] * input_ids.shape[0])
-        return torch.cat([input_ids, tail], dim=1)
+        return SimpleNamespace(sequences=torch.cat([input_ids, tail], dim=1), past_key_values=None)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
@@ -356,11 +357,15 @@ def test_router_evaluation_passes_decoding_to_generate(temperature: float) -> No
     assert list(rows.columns) == ROW_COLUMNS and list(rows["prediction"]) == ["Paris"] * 3
     assert [len(c) for c in model.calls] and len(model.calls) == 2  # batches of 2 and 1
     call = model.calls[0]
+    # the engine samples through its own processors (Gumbel argmax), so do_sample stays False
+    assert call["do_sample"] is False
     if temperature == 0:
-        assert call["do_sample"] is False and "temperature" not in call
+        assert "logits_processor" not in call
     else:
-        assert call["do_sample"] is True
-        assert (call["temperature"], call["top_p"]) == (0.7, 0.9)
+        procs = {type(p).__name__: p for p in call["logits_processor"]}
+        assert list(procs) == ["TemperatureLogitsWarper", "TopPLogitsWarper", "GumbelSample"]
+        assert procs["TemperatureLogitsWarper"].temperature == 0.7
+        assert procs["TopPLogitsWarper"].top_p == 0.9
         # seeded per batch: the same seed draws the same samples
         first = [c["seed_draw"] for c in model.calls]
         model.calls.clear()

@@ -27,6 +27,7 @@ RULES = [
     "evaluate_single",
     "derive_baseline",
     "fetch_embedder",
+    "eval_manifest",
     "knn_baseline",
     "aggregate",
     "pareto",

@@ -196,6 +196,7 @@ class RolloutConfig:
     compressed_descriptors: bool = False
     batch_size: int = 32
     reuse_kv_cache: bool = True
+    decode_segment: int = 16
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,40 @@ def _prefix_lengths(index: dict[tuple[int, ...], Any], ctx: list[int]) -> list[i
     return [n for n in lengths if n < len(ctx) and tuple(ctx[:n]) in index]
 
 
+def _select_rows(cache, rows: Sequence[int]):
+    """A new DynamicCache holding ``rows`` of ``cache`` (which is left as it is)."""
+    from transformers.cache_utils import DynamicCache
+
+    out = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):
+        idx = torch.tensor(list(rows), device=layer.keys.device)
+        out.update(layer.keys[idx], layer.values[idx], layer_idx)
+    return out
+
+
+def _concat_rows(parts: Sequence[tuple[Any, int]]):
+    """Stack caches along the batch, each left-padded by its shift (masked positions)."""
+    from transformers.cache_utils import DynamicCache
+
+    out = DynamicCache()
+    for layer_idx in range(len(parts[0][0].layers)):
+        keys, values = [], []
+        for cache, shift in parts:
+            layer = cache.layers[layer_idx]
+            keys.append(torch.nn.functional.pad(layer.keys, (0, 0, shift, 0)))
+            values.append(torch.nn.functional.pad(layer.values, (0, 0, shift, 0)))
+        out.update(torch.cat(keys), torch.cat(values), layer_idx)
+    return out
+
+
+def _plain_cache(cache) -> bool:
+    """Row selection and padding below assume full-attention DynamicCache layers (no sliding
+    windows, no offloading); anything else is generated in one piece and re-prefilled."""
+    return type(cache).__name__ == "DynamicCache" and all(
+        type(layer).__name__ == "DynamicLayer" for layer in cache.layers
+    )
+
+
 def _cache_device(cache) -> torch.device:
     layer = cache.layers[0]
     return layer.keys.device if getattr(layer, "keys", None) is not None else torch.device("cpu")
@@ -198,9 +232,7 @@ class RolloutEngine:
     ) -> list[list[int]]:
         t0 = time.perf_counter()
         outs: list[list[int] | None] = [None] * len(contexts)
-        device = next(model.parameters()).device
         kwargs = dict(
-            max_new_tokens=max_new,
             pad_token_id=self.tok.pad_token_id,
             return_dict_in_generate=True,
             do_sample=False,  # sampling is GumbelSample's argmax
@@ -224,32 +256,127 @@ class RolloutEngine:
             batches.append(self._fresh_batch(model, contexts, rows))
         states: list[_KVState] = []
         for batch in batches:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-                gen = model.generate(
-                    input_ids=batch.ids.to(device),
-                    attention_mask=batch.mask.to(device),
-                    past_key_values=batch.cache,
-                    stopping_criteria=[TagStop(self.tok, batch.ids.size(1))],
-                    **kwargs,
-                )
-            width = batch.ids.size(1)
-            new_cols = gen.sequences[:, width:].cpu()
-            for r, i in enumerate(batch.rows):
-                outs[i] = _strip_generated(new_cols[r].tolist(), self.eos_ids, batch.pad)[0]
-            if self.cfg.reuse_kv_cache:
-                states.append(
-                    _KVState(
-                        ids=gen.sequences.cpu(),
-                        width=width,
-                        mask=torch.cat([batch.mask, torch.ones_like(new_cols)], dim=1),
-                        cache=gen.past_key_values,
-                        contexts=[contexts[i] for i in batch.rows],
-                        generated=[outs[i] for i in batch.rows],  # type: ignore[misc]
-                    )
-                )
+            states += self._decode(model, batch, contexts, outs, max_new, kwargs)
         self._states = states  # only the last turn's caches can be continued
         self.timings["policy_generate_s"] += time.perf_counter() - t0
         return outs  # type: ignore[return-value]
+
+    def _decode(self, model, batch: _Batch, contexts, outs, max_new: int, kwargs) -> list[_KVState]:
+        """Generate one turn for ``batch``, in segments of ``cfg.decode_segment`` tokens.
+
+        After each segment the rows that stopped leave the batch (their cache is kept for the
+        next turn), so a few long rows no longer drag every finished row through each step.
+        """
+        device = next(model.parameters()).device
+        segment = self.cfg.decode_segment if self.cfg.reuse_kv_cache else 0
+        width = batch.ids.size(1)  # where this turn's tokens start
+        ids, mask, cache, rows = batch.ids, batch.mask, batch.cache, list(batch.rows)
+        made: dict[int, list[int]] = {i: [] for i in rows}
+        states: list[_KVState] = []
+        left = max_new
+        while rows:
+            n = min(segment, left) if segment else left
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                gen = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    past_key_values=cache,
+                    max_new_tokens=n,
+                    stopping_criteria=[TagStop(self.tok, width)],
+                    **kwargs,
+                )
+            seq = gen.sequences.cpu()
+            new = seq[:, ids.size(1) :]
+            left -= new.size(1)
+            mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+            finished = []
+            for r, i in enumerate(rows):
+                toks, hit_eos = _strip_generated(new[r].tolist(), self.eos_ids, batch.pad)
+                made[i] += toks
+                tail = self.tok.decode(made[i][-(n + 16) :], skip_special_tokens=True)
+                finished.append(
+                    hit_eos
+                    or len(toks) < new.size(1)
+                    or left <= 0
+                    or any(stop in tail for stop in STOP_STRINGS)
+                )
+            for i in rows:
+                outs[i] = made[i]
+            cache = gen.past_key_values
+            reuse = self.cfg.reuse_kv_cache and _plain_cache(cache)
+            if all(finished):
+                if reuse:
+                    states.append(self._state(seq, width, mask, cache, rows, contexts, made))
+                break
+            if not reuse:  # a cache we cannot split: finish the turn in one piece
+                ids, segment = seq, 0
+                continue
+            keep = [r for r, f in enumerate(finished) if not f]
+            done = [r for r, f in enumerate(finished) if f]
+            if done:
+                states.append(
+                    self._state(
+                        seq[done],
+                        width,
+                        mask[done],
+                        _select_rows(cache, done),
+                        [rows[r] for r in done],
+                        contexts,
+                        made,
+                    )
+                )
+                cache.batch_select_indices(torch.tensor(keep, device=_cache_device(cache)))
+                ids, mask, rows = seq[keep], mask[keep], [rows[r] for r in keep]
+            else:
+                ids = seq
+        return states
+
+    @staticmethod
+    def _state(ids, width, mask, cache, rows, contexts, made) -> _KVState:
+        return _KVState(
+            ids=ids,
+            width=width,
+            mask=mask,
+            cache=cache,
+            contexts=[contexts[i] for i in rows],
+            generated=[made[i] for i in rows],
+        )
+
+    def _merged_batch(self, items: list[tuple[int, int, int, int, list[int]]]) -> _Batch:
+        """One batch from rows of several cached states: each state's columns (and cache) are
+        left-padded to the widest, then the new tokens are appended as a right-aligned block."""
+        pad = self.tok.pad_token_id
+        by_state: dict[int, list[int]] = {}  # state -> positions in items
+        for k, (_, b, _, _, _) in enumerate(items):
+            by_state.setdefault(b, []).append(k)
+        widest = max(self._states[b].ids.size(1) for b in by_state)
+        ids_parts, mask_parts, cache_parts, order = [], [], [], []
+        for b, ks in by_state.items():
+            state, sel = self._states[b], [items[k][2] for k in ks]
+            shift = widest - state.ids.size(1)
+            ids_parts.append(torch.nn.functional.pad(state.ids[sel], (shift, 0), value=pad or 0))
+            mask_parts.append(torch.nn.functional.pad(state.mask[sel], (shift, 0)))
+            cache_parts.append((_select_rows(state.cache, sel), shift))
+            order += [(k, state.width + shift) for k in ks]
+        ids, mask = torch.cat(ids_parts), torch.cat(mask_parts)
+        cache = _concat_rows(cache_parts)
+        block_w = max(len(item[4]) for item in items)
+        block = torch.full((len(items), block_w), pad or 0, dtype=torch.long)
+        block_mask = torch.zeros_like(block)
+        rows = []
+        for j, (k, turn_start) in enumerate(order):
+            i, _, _, kept, new = items[k]
+            rows.append(i)
+            mask[j, turn_start + kept :] = 0  # generated past the kept turn: not context any more
+            block[j, block_w - len(new) :] = torch.tensor(new)
+            block_mask[j, block_w - len(new) :] = 1
+        return _Batch(
+            rows=rows,
+            ids=torch.cat([ids, block], dim=1),
+            mask=torch.cat([mask, block_mask], dim=1),
+            cache=cache,
+            pad=pad,
+        )
 
     def _fresh_batch(self, model, contexts: list[list[int]], rows: list[int]) -> _Batch:
         """Left-padded batch; identical contexts (a GRPO group) are prefilled once and shared."""
@@ -288,53 +415,40 @@ class RolloutEngine:
         observation). Generated tokens past the kept part are masked out; the new tokens are
         appended as a right-aligned block. Anything else is prefilled afresh.
         """
-        where: dict[tuple[int, ...], tuple[int, int]] = {}
+        where: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         for b, state in enumerate(self._states):
             for r, ctx in enumerate(state.contexts):
-                where.setdefault(tuple(ctx), (b, r))
+                where.setdefault(tuple(ctx), []).append((b, r))
         claimed: dict[int, list[tuple[int, int, int, list[int]]]] = {}
+        taken: set[tuple[int, int]] = set()
         fresh: list[int] = []
         for i, ctx in enumerate(contexts):
             hit = None
             for n in _prefix_lengths(where, ctx):
-                b, r = where[tuple(ctx[:n])]
-                gen = self._states[b].generated[r]
-                kept = 0
-                while kept < len(gen) and n + kept < len(ctx) and ctx[n + kept] == gen[kept]:
-                    kept += 1
-                if n + kept < len(ctx):
+                # rows of a GRPO group share a context: pick the one whose turn this continues
+                best = None
+                for b, r in where[tuple(ctx[:n])]:
+                    gen = self._states[b].generated[r]
+                    kept = 0
+                    while kept < len(gen) and n + kept < len(ctx) and ctx[n + kept] == gen[kept]:
+                        kept += 1
+                    rank = (kept, (b, r) not in taken)
+                    if n + kept < len(ctx) and (best is None or rank > best[0]):
+                        best = (rank, b, r, kept)
+                if best is not None:
+                    _, b, r, kept = best
                     hit = (b, r, kept, ctx[n + kept :])
+                    taken.add((b, r))
                     break
             if hit is None:
                 fresh.append(i)
             else:
                 claimed.setdefault(hit[0], []).append((i, *hit[1:]))
+        items = [(i, b, *rest) for b, group in claimed.items() for i, *rest in group]
         batches = []
-        for b, items in claimed.items():
-            state = self._states[b]
-            pad = self.tok.pad_token_id
-            sel = torch.tensor([r for _, r, _, _ in items])
-            ids, mask = state.ids[sel].clone(), state.mask[sel].clone()
-            ctx_width = state.width
-            block_w = max(len(new) for *_, new in items)
-            block = torch.full((len(items), block_w), pad, dtype=torch.long)
-            block_mask = torch.zeros_like(block)
-            for j, (_, _, kept, new) in enumerate(items):
-                mask[j, ctx_width + kept :] = 0  # generated past the kept turn: not in context
-                block[j, block_w - len(new) :] = torch.tensor(new)
-                block_mask[j, block_w - len(new) :] = 1
-            cache = state.cache
-            cache.batch_select_indices(sel.to(_cache_device(cache)))
-            self.kv_counts["continued_rows"] += len(items)
-            batches.append(
-                _Batch(
-                    rows=[i for i, *_ in items],
-                    ids=torch.cat([ids, block], dim=1),
-                    mask=torch.cat([mask, block_mask], dim=1),
-                    cache=cache,
-                    pad=pad,
-                )
-            )
+        for start in range(0, len(items), self.batch_size):
+            batches.append(self._merged_batch(items[start : start + self.batch_size]))
+        self.kv_counts["continued_rows"] += len(items)
         return batches, fresh
 
     def _observation_ids(self, text: str, capped: bool) -> list[int]:
