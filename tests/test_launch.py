@@ -275,7 +275,13 @@ def test_two_processes_through_accelerate_launch_and_resume(tmp_path, monkeypatc
         "main_process_port": None,
     }
     # one prompt per process and step: 2 prompts x 2 samples, micro batch 2 on each process
-    cfg["train"].update(max_steps=1, prompts_per_step=2, num_generations=2, micro_batch_size=2)
+    cfg["train"].update(
+        max_steps=1,
+        prompts_per_step=2,
+        num_generations=2,
+        micro_batch_size=2,
+        keep_checkpoints=True,
+    )
     the_job = TrainJob(
         0.5, "train.parquet", "descriptors.json", "resources/models/smollm2-135m", "ckpt", "model"
     )

@@ -144,7 +144,8 @@ def test_kill9_training_resumes_same_step_optimizer_rng_and_mlflow_run(
 
     cfg = smoke_config(tiny_mirror, smollm2_dir)
     cfg["warm_start"] = {"enabled": False}
-    cfg["train"].update(alphas=[0.0], max_steps=3, save_steps=1)
+    # keep_checkpoints: the test reads the optimizer state of the last one
+    cfg["train"].update(alphas=[0.0], max_steps=3, save_steps=1, keep_checkpoints=True)
     wd = tmp_path / "wd"
     conf = write_config(cfg, tmp_path / "config.yaml")
     target = "results/train/alpha~0.0/model"

@@ -121,10 +121,11 @@ def test_router_reward_combines_format_outcome_and_cost():
 def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):
     """Group-shared prefill and turn-to-turn cache reuse change the cost, never the tokens."""
     model, tok = policy
-    prompts = [
-        pattern_prompt("<search>SmolLM2-Cheap: capital of France?</search>"),
-        pattern_prompt("<search>GPT-9: who wrote Hamlet?</search>"),  # invalid: guidance injected
-        pattern_prompt("<search>SmolLM2-Cheap: largest planet?</search>")[:-40],
+    preamble = "Route each question to a model of the pool and answer it.\n" * 3
+    prompts = [  # a long shared preamble (like the router instructions), then different rows
+        preamble + pattern_prompt("<search>SmolLM2-Cheap: capital of France?</search>"),
+        preamble + pattern_prompt("<search>GPT-9: who wrote Hamlet?</search>"),  # invalid
+        preamble + pattern_prompt("<search>SmolLM2-Cheap: largest planet?</search>")[:-40],
     ]
     batch = [p for p in prompts for _ in range(2)]  # GRPO groups: duplicates share the prefill
     rc = RolloutConfig(max_turns=2, max_turn_tokens=24, max_final_tokens=8, info_max_tokens=12)

@@ -217,6 +217,7 @@ class TrainConfig:
     lora_alpha: int = 32
     share_prompt_prefix: bool = True
     gradient_checkpointing: bool = False
+    keep_checkpoints: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from routerr1.pool.base import Pool, PoolCall
 log = logging.getLogger(__name__)
 
 STOP_STRINGS = ["</search>", "</answer>"]
+MIN_SHARED_PREFIX = 16  # tokens; below this a shared prefill saves less than it costs
 
 
 @dataclass
@@ -268,10 +269,12 @@ class RolloutEngine:
         next turn), so a few long rows no longer drag every finished row through each step.
         """
         device = next(model.parameters()).device
-        segment = self.cfg.decode_segment if self.cfg.reuse_kv_cache else 0
+        # one row stops by itself: segments would only add generate() calls
+        segment = self.cfg.decode_segment if self.cfg.reuse_kv_cache and len(batch.rows) > 1 else 0
         width = batch.ids.size(1)  # where this turn's tokens start
         ids, mask, cache, rows = batch.ids, batch.mask, batch.cache, list(batch.rows)
         made: dict[int, list[int]] = {i: [] for i in rows}
+        stopped: set[int] = set()
         states: list[_KVState] = []
         left = max_new
         while rows:
@@ -291,6 +294,9 @@ class RolloutEngine:
             mask = torch.cat([mask, torch.ones_like(new)], dim=1)
             finished = []
             for r, i in enumerate(rows):
+                if i in stopped:  # only when a cache could not be split (see below)
+                    finished.append(True)
+                    continue
                 toks, hit_eos = _strip_generated(new[r].tolist(), self.eos_ids, batch.pad)
                 made[i] += toks
                 tail = self.tok.decode(made[i][-(n + 16) :], skip_special_tokens=True)
@@ -309,6 +315,7 @@ class RolloutEngine:
                     states.append(self._state(seq, width, mask, cache, rows, contexts, made))
                 break
             if not reuse:  # a cache we cannot split: finish the turn in one piece
+                stopped.update(i for i, f in zip(rows, finished, strict=True) if f)
                 ids, segment = seq, 0
                 continue
             keep = [r for r, f in enumerate(finished) if not f]
@@ -379,8 +386,16 @@ class RolloutEngine:
         )
 
     def _fresh_batch(self, model, contexts: list[list[int]], rows: list[int]) -> _Batch:
-        """Left-padded batch; identical contexts (a GRPO group) are prefilled once and shared."""
+        """Left-padded batch; identical contexts (a GRPO group) are prefilled once and shared.
+
+        When the rows share a long common prefix (the router instructions and descriptors come
+        before the question), that prefix is prefilled once for the whole batch instead.
+        """
         pad = self.tok.pad_token_id
+        if self.cfg.reuse_kv_cache and len(rows) > 1:
+            shared = self._shared_prefix_batch(model, contexts, rows)
+            if shared is not None:
+                return shared
         width = max(len(contexts[i]) for i in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -405,6 +420,37 @@ class RolloutEngine:
             cache = out.past_key_values
             cache.batch_select_indices(torch.tensor(inverse, device=device))
             self.kv_counts["shared_prefill_rows"] += len(rows)
+        return _Batch(rows=rows, ids=ids, mask=mask, cache=cache, pad=pad)
+
+    def _shared_prefix_batch(self, model, contexts, rows: list[int]) -> _Batch | None:
+        """[common prefix][each row's tail, left-padded]: the prefix runs once, then its cache is
+        repeated for every row; positions skip the padding, as generate() derives them."""
+        ctxs = [contexts[i] for i in rows]
+        common = min(len(c) for c in ctxs) - 1  # every row keeps at least one token to run
+        for c in ctxs[1:]:
+            n = 0
+            while n < common and c[n] == ctxs[0][n]:
+                n += 1
+            common = n
+        if common < MIN_SHARED_PREFIX:
+            return None
+        pad = self.tok.pad_token_id
+        tail_w = max(len(c) for c in ctxs) - common
+        ids = torch.full((len(rows), common + tail_w), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :common] = torch.tensor(ctxs[0][:common])
+        mask[:, :common] = 1
+        for r, c in enumerate(ctxs):
+            ids[r, ids.size(1) - (len(c) - common) :] = torch.tensor(c[common:])
+            mask[r, ids.size(1) - (len(c) - common) :] = 1
+        device = next(model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            out = model(input_ids=ids[:1, :common].to(device), use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if not _plain_cache(cache):
+            return None
+        cache.batch_select_indices(torch.zeros(len(rows), dtype=torch.long, device=device))
+        self.kv_counts["shared_prefill_rows"] += len(rows)
         return _Batch(rows=rows, ids=ids, mask=mask, cache=cache, pad=pad)
 
     def _continued_batches(self, contexts: list[list[int]]) -> tuple[list[_Batch], list[int]]:

@@ -364,6 +364,10 @@ def train_router(
     }
     if acc.is_main_process:
         write_json_atomic(summary, model_out / "routerr1_train.json")
+        if not train_cfg.keep_checkpoints:  # the model is written: nothing left to resume
+            import shutil
+
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     acc.wait_for_everyone()
     return summary
 
