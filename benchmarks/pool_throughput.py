@@ -6,7 +6,8 @@
 Three measurements on ``--n`` distinct short factual sub-questions, one model (``--model``, a
 fetched folder under resources/models), greedy decoding, ``--max-new-tokens`` per answer:
 
-a. **local**: ``LocalModel.answer`` on all questions as one batched call (``max_batch_size`` = n)
+a. **local**: ``LocalModel.answer`` on all questions as one batched call (the backend sorts them
+   by length and runs sub-batches of ``--max-batch-size``, the pool's default ``eval.batch_size``)
    vs one call per question in a loop. Outputs should be identical; the table says how many are.
    Target: batched >= 4x faster.
 b. **serve-pool**: ``routerr1 serve-pool``'s app (uvicorn on loopback, in this process, its
@@ -256,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="resources/models/qwen2.5-coder-0.5b")
     parser.add_argument("--n", type=int, default=64, help="distinct sub-questions")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--max-batch-size", type=int, default=16, help="rows per generate (eval.batch_size)"
+    )
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--prompt-style", default="auto", choices=["auto", "chat", "fewshot"])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -274,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     qs = questions(args.n)
     rows: list[dict] = []
     if {"a", "b"} & set(args.only):
-        model = LocalModel(folder, prompt_style=style, dtype=args.dtype, max_batch_size=args.n)
+        model = LocalModel(
+            folder, prompt_style=style, dtype=args.dtype, max_batch_size=args.max_batch_size
+        )
         if "a" in args.only:
             rows += bench_local(model, qs, args.max_new_tokens, args.repeats)
         if "b" in args.only:

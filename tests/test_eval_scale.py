@@ -348,7 +348,9 @@ def test_router_evaluation_passes_decoding_to_generate(temperature: float) -> No
     def run(seed: int) -> pd.DataFrame:
         return evaluate_router(
             model=model, tokenizer=tok, pool=pool, descriptors=desc,
-            records=[_rec(i) for i in range(3)], rollout_cfg=RolloutConfig(temperature=1.0),
+            records=[_rec(i) for i in range(3)],
+            # the stand-in has no forward(): no shared prefill, generate() only
+            rollout_cfg=RolloutConfig(temperature=1.0, reuse_kv_cache=False),
             method="router-r1@a0.0", family="router-r1", alpha=0.0, batch_size=2,
             temperature=temperature, top_p=0.9, sample_seed=seed,
         )  # fmt: skip

@@ -154,7 +154,7 @@ class CallCache:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(conn)
             # NORMAL in WAL mode: a commit survives a process kill (only power loss can undo
             # the last commits), and writes do not fsync on every batch.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -163,6 +163,26 @@ class CallCache:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switching to WAL needs an exclusive lock and SQLite can report "database is locked"
+        at once, without waiting on busy_timeout, while another process opens the same file;
+        retry for up to busy_timeout_s."""
+        from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
+        def locked(exc: BaseException) -> bool:
+            return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+        @retry(
+            retry=retry_if_exception(locked),
+            stop=stop_after_delay(self.busy_timeout_s),
+            wait=wait_random(0.01, 0.1),
+            reraise=True,
+        )
+        def switch() -> None:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+        switch()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with _immediate(conn):
