@@ -260,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-batch-size", type=int, default=16, help="rows per generate (eval.batch_size)"
     )
+    parser.add_argument(
+        "--decode-segment", type=int, default=8, help="LocalModel decode_segment (0 = off)"
+    )
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--prompt-style", default="auto", choices=["auto", "chat", "fewshot"])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -279,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
     if {"a", "b"} & set(args.only):
         model = LocalModel(
-            folder, prompt_style=style, dtype=args.dtype, max_batch_size=args.max_batch_size
+            folder,
+            prompt_style=style,
+            dtype=args.dtype,
+            max_batch_size=args.max_batch_size,
+            decode_segment=args.decode_segment,
         )
         if "a" in args.only:
             rows += bench_local(model, qs, args.max_new_tokens, args.repeats)

@@ -31,8 +31,11 @@ QUESTIONS = [
 ]
 
 
-def _toy_model(folder: Path, first: str, chat_template: bool = True) -> Path:
-    """Save a toy tokenizer+model that always generates the token ``first``."""
+def _toy_model(
+    folder: Path, first: str, chat_template: bool = True, constant: bool = True, seed: int = 0
+) -> Path:
+    """Save a toy tokenizer+model that always generates the token ``first`` (``constant``), or
+    a random one (seeded) whose rows stop at different lengths."""
     words = [first] + [w for w in WORDS if w != first]
     vocab = {w: i for i, w in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -53,11 +56,13 @@ def _toy_model(folder: Path, first: str, chat_template: bool = True) -> Path:
         tie_word_embeddings=False,
         eos_token_id=vocab["<eos>"],
         pad_token_id=vocab["<pad>"],
+        initializer_range=0.02 if constant else 1.0,  # large weights: the question matters
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.model.norm.weight.zero_()  # all logits 0: greedy picks id 0
+    if constant:
+        with torch.no_grad():
+            model.model.norm.weight.zero_()  # all logits 0: greedy picks id 0
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     return folder
@@ -71,6 +76,7 @@ def toy_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "newline": _toy_model(base / "newline", "\n"),
         "eos": _toy_model(base / "eos", "<eos>"),
         "base": _toy_model(base / "base", "paris", chat_template=False),
+        "random": _toy_model(base / "random", "paris", constant=False, seed=10),
     }
 
 
@@ -131,6 +137,25 @@ def test_fewshot_stops_at_newline_and_counts_the_stop_token(toy_dirs: dict[str, 
 def test_chat_style_does_not_stop_at_newline_by_default(toy_dirs: dict[str, Path]) -> None:
     model = LocalModel(toy_dirs["newline"], prompt_style="chat", dtype="float32")
     assert model.answer(["who"], max_new_tokens=4)[0].out_tokens == 4
+
+
+def test_segmented_decoding_drops_stopped_rows_and_changes_nothing(
+    toy_dirs: dict[str, Path],
+) -> None:
+    questions = [f"{q} {extra}" for q in QUESTIONS for extra in ("", "who", "is the")]
+    kwargs = dict(prompt_style="fewshot", dtype="float32", max_batch_size=8)
+    whole = LocalModel(toy_dirs["random"], decode_segment=0, **kwargs).answer(questions, 12)
+    segmented = LocalModel(toy_dirs["random"], decode_segment=2, **kwargs).answer(questions, 12)
+    lengths = {g.out_tokens for g in whole}
+    assert len(lengths) > 2, f"the toy model should stop rows at several lengths: {lengths}"
+    for a, b in zip(whole, segmented, strict=True):
+        assert (a.text, a.out_tokens, a.in_tokens, a.finish_reason) == (
+            b.text,
+            b.out_tokens,
+            b.in_tokens,
+            b.finish_reason,
+        )
+    assert {g.finish_reason for g in whole} == {"stop", "length"}
 
 
 def test_eos_ends_generation_and_is_counted(toy_dirs: dict[str, Path]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    DynamicCache,
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
@@ -97,17 +98,23 @@ class LocalModel:
         system_prompt: str | None = None,
         stop_at_newline: bool | None = None,
         chat_examples: bool = False,
+        decode_segment: int = 8,
     ) -> None:
         """``stop_at_newline`` defaults to True for fewshot and False for chat (chat models
         may open with a newline; their answers are cut at the first newline anyway).
         ``chat_examples`` (chat style) puts the ``fewshot`` pairs before the question as earlier
-        user/assistant turns: longer prompts, but small models then answer in a few words."""
+        user/assistant turns: longer prompts, but small models then answer in a few words.
+        ``decode_segment`` (0 = off): generate a batch this many tokens at a time and drop the
+        rows that stopped, so one long answer does not drag the whole batch to its end."""
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style: {prompt_style!r} is not one of {PROMPT_STYLES}")
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size: {max_batch_size!r} must be at least 1")
+        if decode_segment < 0:
+            raise ValueError(f"decode_segment: {decode_segment!r} must be 0 (off) or positive")
+        self.decode_segment = decode_segment
         self.path = Path(path)
         self.prompt_style = prompt_style
         self.max_batch_size = max_batch_size
@@ -223,30 +230,65 @@ class LocalModel:
     ) -> list[tuple[str, int, str]]:
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
         stopper = _StopOnTokens(self.tokenizer, self.stop_ids, stop_at_newline)
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad_id,
-            eos_token_id=sorted(self.stop_ids),
-        )
+        segment = self.decode_segment if len(prompts) > 1 else 0
+        made: list[list[int]] = [[] for _ in prompts]
+        stopped = [False] * len(prompts)
+        rows = list(range(len(prompts)))
+        cache = None
+        left = max_new_tokens
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=config,
-                stopping_criteria=StoppingCriteriaList([stopper]),
+            while rows:
+                config = GenerationConfig(
+                    do_sample=False,
+                    max_new_tokens=min(segment, left) if segment else left,
+                    pad_token_id=pad_id,
+                    eos_token_id=sorted(self.stop_ids),
+                    return_dict_in_generate=True,
+                )
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    past_key_values=cache,
+                    generation_config=config,
+                    stopping_criteria=StoppingCriteriaList([stopper]),
+                )
+                new = out.sequences[:, ids.size(1) :]
+                left -= new.size(1)
+                keep = []
+                for r, row in enumerate(rows):
+                    if stopped[row]:  # kept only when the cache could not drop it
+                        continue
+                    # generate() pads finished rows; a row ends at its first stop token
+                    for token in new[r].tolist():
+                        made[row].append(token)
+                        if stopper.is_stop(token):
+                            stopped[row] = True
+                            break
+                    if not stopped[row] and left > 0:
+                        keep.append(r)
+                if not keep:
+                    break
+                cache = out.past_key_values
+                ids = out.sequences
+                mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+                if len(keep) < len(rows):
+                    if not isinstance(cache, DynamicCache):  # cannot drop rows: finish whole
+                        segment = 0
+                        keep = list(range(len(rows)))
+                    else:
+                        cache.batch_select_indices(torch.tensor(keep))
+                    ids, mask, rows = ids[keep], mask[keep], [rows[r] for r in keep]
+        return [
+            (
+                self.tokenizer.decode(tokens, skip_special_tokens=True),
+                len(tokens),
+                "stop" if done else "length",
             )
-        rows = []
-        for generated in out[:, width:].tolist():
-            # generate() pads finished rows; the row ends at its first stop token.
-            stop = next((k + 1 for k, t in enumerate(generated) if stopper.is_stop(t)), None)
-            n_out = len(generated) if stop is None else stop
-            text = self.tokenizer.decode(generated[:n_out], skip_special_tokens=True)
-            rows.append((text, n_out, "length" if stop is None else "stop"))
-        return rows
+            for tokens, done in zip(made, stopped, strict=True)
+        ]
