@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    DynamicCache,
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     StoppingCriteria,
     StoppingCriteriaList,
