@@ -90,6 +90,8 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     over = SETTINGS[name]
+    if args.micro_batch and name != "naive":
+        over = {**over, "train": {**over["train"], "micro_batch_size": args.micro_batch}}
     tcfg = TrainConfig(
         alphas=(0.5,),
         max_steps=args.steps,
@@ -154,6 +156,9 @@ def main() -> None:
     p.add_argument("--descriptors", default="results/pool/descriptors.json")
     p.add_argument("--settings", nargs="+", default=["naive", "fast"], choices=list(SETTINGS))
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument(
+        "--micro-batch", type=int, help="override micro_batch_size (all settings but naive)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()

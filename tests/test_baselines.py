@@ -95,6 +95,17 @@ def test_oracle_takes_cheapest_correct_else_cheapest_call(rows):
     assert list(out["prediction"]) == ["Big says q0", "Tiny says q1", "Mid says q2", "Mid says q3"]
 
 
+def test_oracle_does_not_pick_a_failed_call_when_nobody_is_right(rows):
+    # Tiny's call on q2 failed: it cost nothing, but the oracle takes Mid's real wrong answer
+    failed = rows.assign(
+        cost=rows["cost"].where(~((rows["method"] == "single:Tiny") & (rows["qid"] == "q2")), 0.0),
+        pool_errors=((rows["method"] == "single:Tiny") & (rows["qid"] == "q2")).astype(int),
+    )
+    out = oracle_rows(failed, PRICES)
+    assert routes(out)["q2"] == "Mid"
+    assert out["pool_errors"].sum() == 0
+
+
 def test_oracle_bounds_every_single_model(rows):
     out = oracle_rows(rows, PRICES)
     any_right = rows.groupby(["benchmark", "qid"])["em"].max().mean()

@@ -125,7 +125,9 @@ def oracle_rows(
 
     "Cheapest" is the real cost of that model's call on this question; ties go to the lower
     (price_out, price_in), then the name. When no model is correct the oracle cannot do better
-    than wrong, so it takes the cheapest wrong answer. ``pool_prices``: name -> (in, out) $/1M.
+    than wrong, so it takes the cheapest wrong answer from a call that did not fail (a failed
+    call costs nothing, and the oracle would otherwise report its error).
+    ``pool_prices``: name -> (in, out) $/1M.
     """
     rows = _with_model(single_rows)
     unpriced = sorted(set(rows["model"]) - set(pool_prices))
@@ -133,9 +135,10 @@ def oracle_rows(
         raise ValueError(f"pool_prices: no price for pool model(s) {unpriced}")
     ranked = rows.assign(
         _wrong=rows["em"] < 1.0,
+        _failed=rows["pool_errors"] > 0,
         _pout=rows["model"].map(lambda m: float(pool_prices[m][1])),
         _pin=rows["model"].map(lambda m: float(pool_prices[m][0])),
-    ).sort_values(["_wrong", "cost", "_pout", "_pin", "model"], kind="stable")
+    ).sort_values(["_wrong", "_failed", "cost", "_pout", "_pin", "model"], kind="stable")
     best = ranked.drop_duplicates(_KEY, keep="first")
     choice = dict(zip(zip(best["benchmark"], best["qid"], strict=True), best["model"], strict=True))
     return _pick(rows, choice, "oracle", "oracle")
