@@ -7,7 +7,9 @@ Each setting runs in its own subprocess (so peak RSS is its own) with TRL's GRPO
 multi-turn rollout over the real pool of config/config.yaml. The setup is the issue's: 8 prompts
 x 4 generations, the full router prompt with one descriptor per pool model. Prints, per setting,
 seconds per step split into policy generation, pool calls and the rest (forward/backward,
-reference and old log-probs, optimizer), peak RSS, and the speed-up over the first setting.
+reference and old log-probs, optimizer), peak RSS (and its anonymous part, sampled: loading a
+model maps its fp32 weight files, clean pages that count in RSS but are reclaimable), and the
+speed-up over the first setting.
 Needs a finished pipeline run for results/data/train.parquet and results/pool/descriptors.json.
 """
 
@@ -19,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 # Each setting overrides TrainConfig / RolloutConfig fields.
@@ -45,7 +48,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     # reference model (beta 0), no recomputation, the group's prompt computed once (rollout
     # prefill and forward/backward), each turn continued from the last turn's KV cache
     "fast": {
-        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
         "rollout": {
             "max_turns": 3,
             "max_turn_tokens": 128,
@@ -55,7 +58,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     },
     # plus a lighter workload: compressed descriptors and tighter turn caps
     "fast+caps": {
-        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
         "rollout": {
             "max_turns": 2,
             "max_turn_tokens": 64,
@@ -65,7 +68,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         },
     },
     "fast+caps+lora": {
-        "train": {"micro_batch_size": 16, "bf16": True, "beta": 0.0, "lora_r": 16},
+        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0, "lora_r": 16},
         "rollout": {
             "max_turns": 2,
             "max_turn_tokens": 64,
@@ -77,9 +80,40 @@ SETTINGS: dict[str, dict[str, dict]] = {
 }
 
 
+class MemorySampler(threading.Thread):
+    """Peak resident memory split the way the kernel counts it: anonymous pages (what must fit
+    in RAM) and file-backed pages (weights read through mmap while a model loads; clean, so
+    reclaimable). ``ru_maxrss`` only gives their peak sum."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.period_s = period_s
+        self.peak_anon_kib = 0
+        self.peak_file_kib = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            fields = {}
+            for line in Path("/proc/self/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    fields[key] = int(value.split()[0])
+            self.peak_anon_kib = max(self.peak_anon_kib, fields.get("RssAnon", 0))
+            self.peak_file_kib = max(self.peak_file_kib, fields.get("RssFile", 0))
+            self._stop.wait(self.period_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
 def run_one(args: argparse.Namespace, name: str) -> dict:
     """In a child process: train `steps` GRPO steps and report the split of the last ones."""
     import torch
+
+    sampler = MemorySampler()
+    sampler.start()
 
     from routerr1.config import RolloutConfig, TrainConfig, load_config, pool_entries
     from routerr1.data import read_records
@@ -134,6 +168,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     rolls = summary["rollouts"][skip:]
     gen = sum(r["policy_generate_s"] for r in rolls) / len(rolls)
     pool_s = sum(r["pool_s"] for r in rolls) / len(rolls)
+    sampler.stop()
     return {
         "setting": name,
         "step_s": step_s,
@@ -144,6 +179,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         "pool_calls": sum(r["pool_calls"] for r in rolls) / len(rolls),
         "format_ok": steps[-1].get("router/format_ok"),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_anon_gib": sampler.peak_anon_kib / 2**20,
     }
 
 
@@ -181,14 +217,15 @@ def main() -> None:
     )
     print(
         "| setting | s/step | generate | pool | fwd/bwd+rest | policy tok | pool calls "
-        "| format ok | peak RSS GiB | speed-up |"
+        "| format ok | peak RSS GiB | peak anon GiB | speed-up |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['setting']} | {r['step_s']:.1f} | {r['generate_s']:.1f} | {r['pool_s']:.1f} "
             f"| {r['other_s']:.1f} | {r['policy_tokens']:.0f} | {r['pool_calls']:.0f} "
-            f"| {r['format_ok']} | {r['peak_rss_gib']:.2f} | {base / r['step_s']:.2f}x |"
+            f"| {r['format_ok']} | {r['peak_rss_gib']:.2f} | {r['peak_anon_gib']:.2f} "
+            f"| {base / r['step_s']:.2f}x |"
         )
 
 
