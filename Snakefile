@@ -32,6 +32,7 @@ localrules:
     describe_pool,
     aggregate,
     pareto,
+    learning_curves,
 
 
 include: "workflow/rules/common.smk"
@@ -49,3 +50,4 @@ rule all:
     input:
         "results/pareto.pdf",
         "results/summary.md",
+        "results/learning_curves.pdf",

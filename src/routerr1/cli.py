@@ -10,6 +10,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("routerr1.cli", "validate a config file and print the resolved values"),
     "runs": ("routerr1.runs", "compare runs from the MLflow tracking store"),
+    "curves": ("routerr1.curves", "plot GRPO learning curves from the MLflow tracking store"),
     "serve-pool": ("routerr1.pool.server", "serve the pool over the OpenAI chat API"),
 }
 

@@ -1,4 +1,5 @@
 from routerr1.config import eval_config
+from routerr1.tracking import tracking_uri
 
 
 rule aggregate:
@@ -40,3 +41,25 @@ rule pareto:
         "../envs/routerr1.yaml"
     script:
         "../scripts/pareto.py"
+
+
+rule learning_curves:
+    input:
+        # the trained routers: their runs are finished in the MLflow store once these exist
+        models=expand("results/train/alpha~{alpha}/model", alpha=ALPHAS),
+    output:
+        pdf=report(
+            "results/learning_curves.pdf",
+            caption="../report/learning_curves.rst",
+            category="Training",
+        ),
+        csv="results/learning_curves.csv",
+    log:
+        "logs/learning_curves.log",
+    params:
+        tracking_uri=tracking_uri(config),
+        experiment=config["mlflow"]["experiment"],
+    conda:
+        "../envs/routerr1.yaml"
+    script:
+        "../scripts/learning_curves.py"

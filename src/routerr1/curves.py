@@ -1,0 +1,181 @@
+"""Learning curves of the GRPO runs, read back from the MLflow tracking store.
+
+Each training run (tag ``stage=train``, one per α) logs per-step metrics through TRL's MLflow
+callback and the router reward (``reward``, ``router/em``, ``router/pool_calls``, ...). This
+module fetches their histories with ``MlflowClient.get_metric_history``, keeps the latest run of
+each ``routerr1.key`` (a rerun replaces the old curve), and writes:
+
+* a tidy CSV: ``alpha, step, metric, value``;
+* a PDF with one panel per metric and one line per α: the raw per-step values faint, a trailing
+  moving average over ``window`` steps on top (a step sees only 4-32 trajectories, so one step
+  is noise).
+
+    routerr1 curves                         # results/mlflow.db -> results/learning_curves.pdf
+    routerr1 curves --window 10 --out curves.pdf --csv curves.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from routerr1.io import atomic_path
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
+RUN_KEY_TAG = "routerr1.key"
+# (metric key, panel title): what the evaluation issue asks to see per step
+CURVE_METRICS: tuple[tuple[str, str], ...] = (
+    ("reward", "reward (format + outcome - alpha * cost)"),
+    ("router/em", "exact match of the final answer"),
+    ("router/format_ok", "well-formed trajectories"),
+    ("router/pool_calls", "pool calls per trajectory"),
+    ("router/cost", "pool cost per trajectory ($)"),
+)
+COLUMNS = ["alpha", "step", "metric", "value"]
+
+
+def train_runs(tracking_uri: str, experiment: str = "routerr1") -> pd.DataFrame:
+    """The latest finished training run per ``routerr1.key``: run_id, alpha, key."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise ValueError(f"experiment: no experiment named {experiment!r} at {tracking_uri}")
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string="tags.stage = 'train' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="pandas",
+    )
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "alpha", "key"])
+    runs = runs.rename(columns={f"tags.{RUN_KEY_TAG}": "key", "tags.alpha": "alpha"})
+    runs = runs.drop_duplicates("key", keep="first")  # newest first: a rerun wins
+    bad = runs[pd.to_numeric(runs["alpha"], errors="coerce").isna()]
+    if not bad.empty:
+        raise ValueError(f"run {bad['run_id'].iloc[0]}: tag 'alpha' is not a number")
+    runs["alpha"] = runs["alpha"].astype(float)
+    return runs[["run_id", "alpha", "key"]].sort_values("alpha").reset_index(drop=True)
+
+
+def curves_from_mlflow(
+    tracking_uri: str,
+    experiment: str = "routerr1",
+    metrics: Sequence[str] = tuple(m for m, _ in CURVE_METRICS),
+) -> pd.DataFrame:
+    """Per-step values of ``metrics`` for every training run, tidy (see ``COLUMNS``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = []
+    for run in train_runs(tracking_uri, experiment).itertuples(index=False):
+        for metric in metrics:
+            for m in client.get_metric_history(run.run_id, metric):
+                rows.append((run.alpha, int(m.step), metric, float(m.value)))
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    # a resumed run may log a step twice: keep the last value
+    out = out.drop_duplicates(["alpha", "step", "metric"], keep="last")
+    return out.sort_values(["metric", "alpha", "step"]).reset_index(drop=True)
+
+
+def smooth(values: pd.Series, window: int) -> pd.Series:
+    """Trailing moving average (the first steps average what they have)."""
+    if window < 1:
+        raise ValueError(f"window: {window!r} must be at least 1")
+    return values.rolling(window, min_periods=1).mean()
+
+
+def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> None:
+    """One page, one panel per metric in ``CURVE_METRICS`` order, one line per α."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    missing = sorted(set(COLUMNS) - set(curves.columns))
+    if missing:
+        raise ValueError(f"curves: missing column(s) {', '.join(missing)}")
+    if curves.empty:
+        raise ValueError("curves: no training metrics to plot (did any training run finish?)")
+    titles = dict(CURVE_METRICS)
+    metrics = [m for m in titles if m in set(curves["metric"])]
+    metrics += sorted(set(curves["metric"]) - set(metrics))
+    fig = Figure(figsize=(5.0 * min(3, len(metrics)), 3.6 * ((len(metrics) + 2) // 3)))
+    alphas = sorted(curves["alpha"].unique())
+    cmap = colormaps["viridis"]
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot((len(metrics) + 2) // 3, min(3, len(metrics)), k + 1)
+        for j, alpha in enumerate(alphas):
+            part = curves[(curves["metric"] == metric) & (curves["alpha"] == alpha)]
+            if part.empty:
+                continue
+            part = part.sort_values("step")
+            color = cmap(0.0 if len(alphas) == 1 else 0.85 * j / (len(alphas) - 1))
+            ax.plot(part["step"], part["value"], color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(
+                part["step"],
+                smooth(part["value"], window),
+                color=color,
+                linewidth=1.8,
+                label=f"α = {alpha:g}",
+            )
+        ax.set_title(titles.get(metric, metric), fontsize=9)
+        ax.set_xlabel("GRPO step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(f"Router training curves (faint: per step; bold: mean of the last {window})")
+    fig.tight_layout()
+    pdf_path = Path(pdf_path)
+    with atomic_path(pdf_path) as tmp, PdfPages(tmp, metadata={"CreationDate": None}) as pdf:
+        pdf.savefig(fig)
+
+
+def write_curves(
+    tracking_uri: str,
+    pdf_path: str | Path,
+    csv_path: str | Path,
+    experiment: str = "routerr1",
+    window: int = 5,
+) -> pd.DataFrame:
+    """Fetch the curves from MLflow and write the CSV and the PDF (each atomically)."""
+    curves = curves_from_mlflow(tracking_uri, experiment)
+    with atomic_path(csv_path) as tmp:
+        curves.to_csv(tmp, index=False)
+    plot_curves(curves, pdf_path, window)
+    return curves
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="routerr1 curves",
+        description="Plot the GRPO learning curves (reward, EM, calls per step) from MLflow.",
+    )
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--experiment", default="routerr1", help="experiment name")
+    parser.add_argument("--out", default="results/learning_curves.pdf", help="PDF to write")
+    parser.add_argument("--csv", default="results/learning_curves.csv", help="CSV to write")
+    parser.add_argument("--window", type=int, default=5, help="moving-average steps")
+    args = parser.parse_args(argv)
+    if args.tracking_uri.startswith("sqlite:///"):
+        db = Path(args.tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():  # MLflow would silently create an empty store
+            print(f"--tracking-uri: no MLflow database at {db}", file=sys.stderr)
+            return 2
+    try:
+        curves = write_curves(args.tracking_uri, args.out, args.csv, args.experiment, args.window)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    n_runs = curves["alpha"].nunique()
+    print(f"{n_runs} training run(s), {len(curves)} points -> {args.out}, {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Tests for `routerr1 curves`: per-step training metrics from a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from routerr1.curves import COLUMNS, curves_from_mlflow, main, plot_curves, smooth
+from routerr1.tracking import RUN_KEY_TAG, ensure_experiment
+
+
+def log_train(alpha, rewards, status="FINISHED", key=None, stage="train"):
+    tags = {RUN_KEY_TAG: key or f"train/alpha~{alpha}", "stage": stage, "alpha": str(alpha)}
+    with mlflow.start_run(run_name=f"train alpha={alpha}", tags=tags):
+        for step, r in enumerate(rewards, start=1):
+            mlflow.log_metrics(
+                {"reward": r, "router/em": r / 2, "router/pool_calls": 1.0 + alpha, "loss": 0.1},
+                step=step,
+            )
+        if status != "FINISHED":
+            mlflow.end_run(status=status)
+    time.sleep(0.01)  # distinct start times: the latest run of a key wins
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    mlflow.set_experiment(experiment_id=ensure_experiment(uri, "routerr1"))
+    log_train(0.0, [9.0, 9.0])  # superseded by the rerun below
+    log_train(0.0, [0.1, 0.3, 0.5])
+    log_train(0.9, [-0.2, 0.0])
+    log_train(0.5, [5.0], status="FAILED")  # an unfinished run draws no curve
+    log_train(0.0, [7.0], stage="evaluate", key="eval/router")  # not a training run
+    return uri
+
+
+def test_curves_take_the_latest_finished_training_run_per_alpha(store):
+    curves = curves_from_mlflow(store)
+    assert list(curves.columns) == COLUMNS
+    reward = curves[curves["metric"] == "reward"]
+    assert sorted(reward["alpha"].unique()) == [0.0, 0.9]
+    a0 = reward[reward["alpha"] == 0.0]
+    assert list(a0["step"]) == [1, 2, 3] and list(a0["value"]) == pytest.approx([0.1, 0.3, 0.5])
+    em = curves[(curves["metric"] == "router/em") & (curves["alpha"] == 0.9)]
+    assert list(em["value"]) == pytest.approx([-0.1, 0.0])
+    assert "loss" not in set(curves["metric"])  # only the curve metrics are fetched
+
+
+def test_smooth_is_a_trailing_mean():
+    assert list(smooth(pd.Series([1.0, 3.0, 5.0, 7.0]), 2)) == [1.0, 2.0, 4.0, 6.0]
+    with pytest.raises(ValueError, match="window"):
+        smooth(pd.Series([1.0]), 0)
+
+
+def test_cli_writes_csv_and_pdf(store, tmp_path, capsys):
+    pdf, csv = tmp_path / "curves.pdf", tmp_path / "curves.csv"
+    assert main(["--tracking-uri", store, "--out", str(pdf), "--csv", str(csv)]) == 0
+    assert pdf.read_bytes().startswith(b"%PDF")
+    back = pd.read_csv(csv)
+    assert set(back["metric"]) == {"reward", "router/em", "router/pool_calls"}
+    assert "2 training run(s)" in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_problem(store, tmp_path, capsys):
+    missing = tmp_path / "none.db"
+    assert main(["--tracking-uri", f"sqlite:///{missing}"]) == 2
+    assert "no MLflow database" in capsys.readouterr().err
+    assert main(["--tracking-uri", store, "--experiment", "nope"]) == 2
+    assert "no experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_plot_refuses_empty_or_malformed_curves(tmp_path):
+    with pytest.raises(ValueError, match="no training metrics"):
+        plot_curves(pd.DataFrame(columns=COLUMNS), tmp_path / "x.pdf")
+    with pytest.raises(ValueError, match="alpha"):
+        plot_curves(pd.DataFrame({"step": [1], "metric": ["reward"], "value": [0.0]}), "x.pdf")
+    assert not (tmp_path / "x.pdf").exists()
