@@ -177,10 +177,17 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     client = mlflow.MlflowClient()
     assert "price_table.json" in [a.path for a in client.list_artifacts(train_run["run_id"])]
 
-    # the Snakemake HTML report embeds the annotated figure and table
+    # learning curves come back out of that store: one reward point per alpha and step
+    snakemake(wd, tiny_mirror, "results/learning_curves.pdf")
+    assert (res / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
+    curves = pd.read_csv(res / "learning_curves.csv")
+    reward = curves[curves["metric"] == "reward"]
+    assert sorted(zip(reward["alpha"], reward["step"])) == [(0.0, 1), (0.0, 2), (0.9, 1), (0.9, 2)]
+
+    # the Snakemake HTML report embeds the annotated figures and table
     snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
     html = (res / "report.html").read_text(errors="ignore")
-    assert "pareto.pdf" in html and "summary.csv" in html
+    assert "pareto.pdf" in html and "summary.csv" in html and "learning_curves.pdf" in html
 
     # rerunning the same command does nothing; a lost result redoes only its own jobs
     again = snakemake(wd, tiny_mirror, "results/pareto.pdf")
