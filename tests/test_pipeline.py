@@ -182,7 +182,8 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     assert (res / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
     curves = pd.read_csv(res / "learning_curves.csv")
     reward = curves[curves["metric"] == "reward"]
-    assert sorted(zip(reward["alpha"], reward["step"])) == [(0.0, 1), (0.0, 2), (0.9, 1), (0.9, 2)]
+    points = sorted(zip(reward["alpha"], reward["step"], strict=True))
+    assert points == [(0.0, 1), (0.0, 2), (0.9, 1), (0.9, 2)]
 
     # the Snakemake HTML report embeds the annotated figures and table
     snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
