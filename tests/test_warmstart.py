@@ -56,6 +56,8 @@ def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
     pool_answers = pd.concat([answers(recs[0].question, {"Mid"}), answers(recs[1].question, set())])
     rows = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
     assert [r["target_model"] for r in rows] == ["Mid", "Big"]
+    one = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), limit=1)
+    assert [r["input_ids"] for r in one] == [rows[0]["input_ids"]]
     resolver = ModelNameResolver([e.name for e in ENTRIES], {})
     for row, rec in zip(rows, recs, strict=True):
         ids, mask = row["input_ids"], row["completion_mask"]

@@ -270,6 +270,7 @@ def warmstart(
             tok,
             rcfg,
             seed=cfg["seed"],
+            limit=wcfg.max_examples,
         )
         before = compliance(base)
         sft = warm_start(

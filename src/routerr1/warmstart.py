@@ -45,6 +45,7 @@ class WarmStartConfig:
     batch_size: int = 8
     max_length: int = 1024
     n_eval: int = 64
+    max_examples: int | None = None  # None: every training question the pool answered
 
 
 def pick_target(answers: pd.DataFrame, entries: Sequence[PoolEntry]) -> tuple[str, str]:
@@ -65,8 +66,10 @@ def build_examples(
     tokenizer,
     rollout_cfg: RolloutConfig,
     seed: int = 0,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token).
+    """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
+    at most ``limit`` of them (the first records with pool answers).
 
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
@@ -75,6 +78,8 @@ def build_examples(
     eos = tokenizer.eos_token or ""
     rows = []
     for rec in records:
+        if limit is not None and len(rows) >= limit:
+            break
         answers = by_question.get(rec.question)
         if answers is None or answers.empty:
             continue

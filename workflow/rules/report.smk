@@ -1,5 +1,4 @@
 from routerr1.config import eval_config
-from routerr1.tracking import tracking_uri
 
 
 rule aggregate:
@@ -57,7 +56,6 @@ rule learning_curves:
     log:
         "logs/learning_curves.log",
     params:
-        tracking_uri=tracking_uri(config),
         experiment=config["mlflow"]["experiment"],
     conda:
         "../envs/routerr1.yaml"
