@@ -90,10 +90,10 @@ class MemorySampler(threading.Thread):
         self.period_s = period_s
         self.peak_anon_kib = 0
         self.peak_file_kib = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             fields = {}
             for line in Path("/proc/self/status").read_text().splitlines():
                 key, _, value = line.partition(":")
@@ -101,10 +101,10 @@ class MemorySampler(threading.Thread):
                     fields[key] = int(value.split()[0])
             self.peak_anon_kib = max(self.peak_anon_kib, fields.get("RssAnon", 0))
             self.peak_file_kib = max(self.peak_file_kib, fields.get("RssFile", 0))
-            self._stop.wait(self.period_s)
+            self._done.wait(self.period_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 

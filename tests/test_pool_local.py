@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length
 from routerr1.pool.local import Generation, LocalModel, clean_answer
 
 WORDS = ["<pad>", "<eos>", "<unk>", "\n", "paris", "Question:", "Answer:", "who", "is", "the"]
@@ -139,13 +140,20 @@ def test_chat_style_does_not_stop_at_newline_by_default(toy_dirs: dict[str, Path
     assert model.answer(["who"], max_new_tokens=4)[0].out_tokens == 4
 
 
-def test_segmented_decoding_drops_stopped_rows_and_changes_nothing(
+def test_shared_prefix_and_segments_change_nothing(
     toy_dirs: dict[str, Path],
 ) -> None:
     questions = [f"{q} {extra}" for q in QUESTIONS for extra in ("", "who", "is the")]
     kwargs = dict(prompt_style="fewshot", dtype="float32", max_batch_size=8)
-    whole = LocalModel(toy_dirs["random"], decode_segment=0, **kwargs).answer(questions, 12)
-    segmented = LocalModel(toy_dirs["random"], decode_segment=2, **kwargs).answer(questions, 12)
+    plain = LocalModel(toy_dirs["random"], decode_segment=0, share_prefix=False, **kwargs)
+    whole = plain.answer(questions, 12)
+    fast = LocalModel(toy_dirs["random"], decode_segment=2, **kwargs)
+    # the few-shot examples are a long common prefix: prefilled once, shared by the batch
+    encoded = [fast.encode(q) for q in questions]
+    common = common_prefix_length(encoded)
+    assert common >= MIN_SHARED_PREFIX
+    assert fast._prefix_cache(encoded[0][:common], 3) is not None
+    segmented = fast.answer(questions, 12)
     lengths = {g.out_tokens for g in whole}
     assert len(lengths) > 2, f"the toy model should stop rows at several lengths: {lengths}"
     for a, b in zip(whole, segmented, strict=True):

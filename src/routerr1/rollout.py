@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from routerr1.config import RolloutConfig
+from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length, plain_cache
 from routerr1.parse import (
     ModelNameResolver,
     extract_answer,
@@ -29,7 +30,6 @@ from routerr1.pool.base import Pool, PoolCall
 log = logging.getLogger(__name__)
 
 STOP_STRINGS = ["</search>", "</answer>"]
-MIN_SHARED_PREFIX = 16  # tokens; below this a shared prefill saves less than it costs
 
 
 @dataclass
@@ -184,14 +184,6 @@ def _concat_rows(parts: Sequence[tuple[Any, int]]):
     return out
 
 
-def _plain_cache(cache) -> bool:
-    """Row selection and padding below assume full-attention DynamicCache layers (no sliding
-    windows, no offloading); anything else is generated in one piece and re-prefilled."""
-    return type(cache).__name__ == "DynamicCache" and all(
-        type(layer).__name__ == "DynamicLayer" for layer in cache.layers
-    )
-
-
 def _cache_device(cache) -> torch.device:
     layer = cache.layers[0]
     return layer.keys.device if getattr(layer, "keys", None) is not None else torch.device("cpu")
@@ -309,7 +301,7 @@ class RolloutEngine:
             for i in rows:
                 outs[i] = made[i]
             cache = gen.past_key_values
-            reuse = self.cfg.reuse_kv_cache and _plain_cache(cache)
+            reuse = self.cfg.reuse_kv_cache and plain_cache(cache)
             if all(finished):
                 if reuse:
                     states.append(self._state(seq, width, mask, cache, rows, contexts, made))
@@ -426,12 +418,7 @@ class RolloutEngine:
         """[common prefix][each row's tail, left-padded]: the prefix runs once, then its cache is
         repeated for every row; positions skip the padding, as generate() derives them."""
         ctxs = [contexts[i] for i in rows]
-        common = min(len(c) for c in ctxs) - 1  # every row keeps at least one token to run
-        for c in ctxs[1:]:
-            n = 0
-            while n < common and c[n] == ctxs[0][n]:
-                n += 1
-            common = n
+        common = common_prefix_length(ctxs)
         if common < MIN_SHARED_PREFIX:
             return None
         pad = self.tok.pad_token_id
@@ -447,7 +434,7 @@ class RolloutEngine:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             out = model(input_ids=ids[:1, :common].to(device), use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
-        if not _plain_cache(cache):
+        if not plain_cache(cache):
             return None
         cache.batch_select_indices(torch.zeros(len(rows), dtype=torch.long, device=device))
         self.kv_counts["shared_prefill_rows"] += len(rows)

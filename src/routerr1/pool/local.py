@@ -31,6 +31,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length, plain_cache
 from routerr1.pool.base import Generation
 from routerr1.pool.messages import (
     CHAT_INSTRUCTION,
@@ -99,13 +100,16 @@ class LocalModel:
         stop_at_newline: bool | None = None,
         chat_examples: bool = False,
         decode_segment: int = 8,
+        share_prefix: bool = True,
     ) -> None:
         """``stop_at_newline`` defaults to True for fewshot and False for chat (chat models
         may open with a newline; their answers are cut at the first newline anyway).
         ``chat_examples`` (chat style) puts the ``fewshot`` pairs before the question as earlier
         user/assistant turns: longer prompts, but small models then answer in a few words.
         ``decode_segment`` (0 = off): generate a batch this many tokens at a time and drop the
-        rows that stopped, so one long answer does not drag the whole batch to its end."""
+        rows that stopped, so one long answer does not drag the whole batch to its end.
+        ``share_prefix``: a batch's common prompt prefix (chat template, instruction, worked
+        examples) is prefilled once and its KV cache shared by every row."""
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style: {prompt_style!r} is not one of {PROMPT_STYLES}")
         if dtype != "auto" and dtype not in DTYPES:
@@ -115,6 +119,7 @@ class LocalModel:
         if decode_segment < 0:
             raise ValueError(f"decode_segment: {decode_segment!r} must be 0 (off) or positive")
         self.decode_segment = decode_segment
+        self.share_prefix = share_prefix
         self.path = Path(path)
         self.prompt_style = prompt_style
         self.max_batch_size = max_batch_size
@@ -225,22 +230,44 @@ class LocalModel:
             for p, (text, n_out, reason) in zip(prompts, rows, strict=True)
         ]
 
+    def _prefix_cache(self, prefix: list[int], n_rows: int):
+        """The KV cache of ``prefix``, computed once and repeated for ``n_rows`` rows; None when
+        the prefix is short or the model's cache cannot be shared that way (sliding windows).
+        Positions then skip the tails' left padding, as generate() derives them from the mask."""
+        if len(prefix) < MIN_SHARED_PREFIX:
+            return None
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([prefix], dtype=torch.long), use_cache=True, logits_to_keep=1
+            )
+        cache = out.past_key_values
+        if not plain_cache(cache):
+            return None
+        cache.batch_select_indices(torch.zeros(n_rows, dtype=torch.long))
+        return cache
+
     def _generate(
         self, prompts: list[list[int]], max_new_tokens: int, stop_at_newline: bool
     ) -> list[tuple[str, int, str]]:
         pad_id = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
+        # [common prefix][each prompt's tail, left-padded]; no prefix: plain left padding
+        common = common_prefix_length(prompts) if self.share_prefix and len(prompts) > 1 else 0
+        cache = self._prefix_cache(prompts[0][:common], len(prompts)) if common else None
+        if cache is None:
+            common = 0
+        width = common + max(len(p) - common for p in prompts)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):  # left padding
-            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
+        ids[:, :common] = torch.tensor(prompts[0][:common], dtype=torch.long)
+        mask[:, :common] = 1
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) + common :] = torch.tensor(prompt[common:])
+            mask[row, width - len(prompt) + common :] = 1
         stopper = _StopOnTokens(self.tokenizer, self.stop_ids, stop_at_newline)
         segment = self.decode_segment if len(prompts) > 1 else 0
         made: list[list[int]] = [[] for _ in prompts]
         stopped = [False] * len(prompts)
         rows = list(range(len(prompts)))
-        cache = None
         left = max_new_tokens
         with torch.inference_mode():
             while rows:
