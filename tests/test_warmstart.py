@@ -59,7 +59,7 @@ def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
     one = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), limit=1)
     assert [r["input_ids"] for r in one] == [rows[0]["input_ids"]]
     resolver = ModelNameResolver([e.name for e in ENTRIES], {})
-    for row, rec in zip(rows, recs, strict=True):
+    for row in rows:
         ids, mask = row["input_ids"], row["completion_mask"]
         assert len(ids) == len(mask)
         first = mask.index(1)
@@ -69,10 +69,34 @@ def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
         masked = tokenizer.decode(
             [t for t, m in zip(ids[first:], mask[first:], strict=True) if not m]
         )
-        assert "<search>" in trained and f"<answer>{rec.golden_answers[0]}</answer>" in trained
+        info = masked.strip().removeprefix("<information>").split("</information>")[0]
+        assert info == f"{row['target_model']} says x"  # the pool reply's stray tags stripped
+        assert "<search>" in trained and f"<answer>{info}</answer>" in trained
         assert "<information>" not in trained
         assert masked.strip().startswith("<information>")
-        assert "<answer>" not in masked  # the pool reply's stray tags were stripped
+        assert "<answer>" not in masked
+    gold = build_examples(
+        recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), answer="gold"
+    )
+    for row, rec in zip(gold, recs, strict=True):
+        pairs = zip(row["input_ids"], row["completion_mask"], strict=True)
+        trained = tokenizer.decode([t for t, m in pairs if m])
+        assert f"<answer>{rec.golden_answers[0]}</answer>" in trained
+    with pytest.raises(ValueError, match="answer"):
+        build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), answer="x")
+
+
+def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):
+    rec = QARecord("1", "who wrote hamlet", ("Shakespeare",), "nq", "train")
+    empty = answers(rec.question, set()).assign(prediction="")
+    assert build_examples([rec], empty, ENTRIES, DESCS, tokenizer, RolloutConfig()) == []
+    gold = build_examples([rec], empty, ENTRIES, DESCS, tokenizer, RolloutConfig(), answer="gold")
+    assert len(gold) == 1
+
+
+def test_config_rejects_an_unknown_answer_source():
+    with pytest.raises(ValueError, match="warm_start.answer"):
+        WarmStartConfig(answer="pool")
 
 
 @pytest.mark.slow

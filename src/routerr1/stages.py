@@ -271,6 +271,7 @@ def warmstart(
             rcfg,
             seed=cfg["seed"],
             limit=wcfg.max_examples,
+            answer=wcfg.answer,
         )
         before = compliance(base)
         sft = warm_start(

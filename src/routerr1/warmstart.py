@@ -3,8 +3,12 @@
 Untrained small policies almost never write the tag format, so every GRPO reward is -1 and the
 advantage is zero. A few SFT epochs on well-formed trajectories fix that. Each trajectory is:
 think, one search to the cheapest pool model that answered the question correctly (else the
-largest), the ``<information>`` that model really returned, think, and the gold answer. Injected
+largest), the ``<information>`` that model really returned, think, and the answer. Injected
 information tokens are masked out of the loss, exactly as in GRPO.
+
+The answer relays the information by default (``answer="relay"``). Training on the gold answer
+instead teaches a 135M policy to ignore what the pool said and invent an answer whenever the
+pool was wrong (most questions): that router scored below the pool model it called.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ FIRST_THOUGHTS = (
     "{model} should be able to answer this at low cost.",
     "Let me ask {model} for the key fact.",
 )
+ANSWER_SOURCES = ("relay", "gold")
 FINAL_THOUGHTS = (
     "The information answers the question.",
     "I can answer now.",
@@ -46,6 +51,13 @@ class WarmStartConfig:
     max_length: int = 1024
     n_eval: int = 64
     max_examples: int | None = None  # None: every training question the pool answered
+    answer: str = "relay"  # "relay": the information's text; "gold": the gold answer
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWER_SOURCES:
+            raise ValueError(
+                f"warm_start.answer must be one of {ANSWER_SOURCES}, got {self.answer!r}"
+            )
 
 
 def pick_target(answers: pd.DataFrame, entries: Sequence[PoolEntry]) -> tuple[str, str]:
@@ -67,12 +79,18 @@ def build_examples(
     rollout_cfg: RolloutConfig,
     seed: int = 0,
     limit: int | None = None,
+    answer: str = "relay",
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
     at most ``limit`` of them (the first records with pool answers).
 
+    ``answer`` is "relay" (the final answer repeats the information, skipping questions whose
+    target model returned nothing) or "gold" (the first gold answer).
+
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
+    if answer not in ANSWER_SOURCES:
+        raise ValueError(f"answer must be one of {ANSWER_SOURCES}, got {answer!r}")
     rng = random.Random(seed)
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
@@ -86,6 +104,10 @@ def build_examples(
         model, reply = pick_target(answers, entries)
         body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids
         reply = tokenizer.decode(body[: rollout_cfg.info_max_tokens], skip_special_tokens=True)
+        reply = reply.strip()
+        if answer == "relay" and not reply:
+            continue
+        final = reply if answer == "relay" else rec.golden_answers[0]
         prompt = chat_prompt(
             tokenizer,
             render_router_prompt(rec.question, descriptors, rollout_cfg.compressed_descriptors),
@@ -97,10 +119,10 @@ def build_examples(
                 f"<search>{model}: {rec.question.strip()}</search>",
                 1,
             ),
-            (f"\n<information>{reply.strip()}</information>\n", 0),
+            (f"\n<information>{reply}</information>\n", 0),
             (
                 f"<think>{rng.choice(FINAL_THOUGHTS)}</think>\n"
-                f"<answer>{rec.golden_answers[0]}</answer>{eos}",
+                f"<answer>{final}</answer>{eos}",
                 1,
             ),
         ]
