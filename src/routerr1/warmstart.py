@@ -121,8 +121,7 @@ def build_examples(
             ),
             (f"\n<information>{reply}</information>\n", 0),
             (
-                f"<think>{rng.choice(FINAL_THOUGHTS)}</think>\n"
-                f"<answer>{final}</answer>{eos}",
+                f"<think>{rng.choice(FINAL_THOUGHTS)}</think>\n<answer>{final}</answer>{eos}",
                 1,
             ),
         ]
