@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from routerr1.shared_prefix import distinct_prompts, shared_prefix_logps
+from routerr1.shared_prefix import distinct_prompts, group_shuffle, shared_prefix_logps
 
 PAD = 0
 
@@ -85,6 +85,51 @@ def test_log_probs_and_entropy_match_the_plain_forward(batch):
     assert (lp[~comp_mask] == 0).all()
 
 
+def test_a_micro_batch_of_short_completions_skips_the_shared_padding(batch):
+    """Rows whose completions all end early: TRL still pads them to the batch's longest."""
+    model = tiny_model()
+    ids, mask, keep = batch
+    rows = torch.tensor([2, 6])  # completions of 1 and 2 tokens, padded to 7
+    ids, mask = ids[rows], mask[rows]
+    assert not mask[:, -3:].any()
+    with torch.no_grad():
+        ref_lp, ref_ent = reference_logps(model, ids, mask, keep)
+        lp, ent = shared_prefix_logps(model, ids, mask, keep, compute_entropy=True)
+    comp_mask = mask[:, -keep:].bool()
+    assert lp.shape == ent.shape == (2, keep)
+    torch.testing.assert_close(lp[comp_mask], ref_lp[comp_mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent[comp_mask], ref_ent[comp_mask], atol=1e-5, rtol=1e-5)
+    assert (lp[~comp_mask] == 0).all()
+
+
+def test_group_shuffle_keeps_each_group_together_and_permutes_in_unison(batch):
+    ids, mask, keep = batch
+    prompt_ids, prompt_mask = ids[:, :-keep], mask[:, :-keep]
+    gen = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": ids[:, -keep:],
+        "row": list(range(ids.size(0))),
+        "num_items_in_batch": torch.tensor(42),
+        "absent": None,
+    }
+    orders = set()
+    for seed in range(8):
+        out = group_shuffle(gen, torch.Generator().manual_seed(seed))
+        rows = out["row"]
+        assert sorted(rows) == list(range(ids.size(0)))
+        torch.testing.assert_close(out["prompt_ids"], prompt_ids[rows])
+        torch.testing.assert_close(out["completion_ids"], ids[rows, -keep:])
+        assert out["num_items_in_batch"].item() == 42 and out["absent"] is None
+        groups = [r // 3 for r in rows]  # the fixture repeats each of 3 prompts 3 times
+        assert groups == [g for g in dict.fromkeys(groups) for _ in range(3)]
+        assert all(
+            rows[i] < rows[i + 1] for i in range(len(rows) - 1) if groups[i] == groups[i + 1]
+        )
+        orders.add(tuple(dict.fromkeys(groups)))
+    assert len(orders) > 1  # the groups' order is random
+
+
 def test_gradients_match_the_plain_forward(batch):
     ids, mask, keep = batch
     comp_mask = mask[:, -keep:].float()
@@ -112,8 +157,13 @@ def test_no_prompt_left_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_grpo_step_with_shared_prefix_matches_trl_plain_step(smollm2_dir, tmp_path):
-    """One real GRPOTrainer step each way, same seed: same rollouts, same loss and grad norm."""
+@pytest.mark.parametrize("micro_batch", [6, 3])
+def test_grpo_step_with_shared_prefix_matches_trl_plain_step(smollm2_dir, tmp_path, micro_batch):
+    """One real GRPOTrainer step each way, same seed: same rollouts, same loss and grad norm.
+
+    With micro-batches of 3, TRL's row shuffle mixes the two groups while the shared-prefix
+    trainer's group shuffle keeps them apart: one optimizer step must not see the difference.
+    """
     from routerr1.config import PoolEntry, RolloutConfig, TrainConfig
     from routerr1.data import QARecord
     from routerr1.pool.base import local_pool
@@ -137,7 +187,7 @@ def test_grpo_step_with_shared_prefix_matches_trl_plain_step(smollm2_dir, tmp_pa
             max_steps=1,
             prompts_per_step=2,
             num_generations=3,
-            micro_batch_size=6,
+            micro_batch_size=micro_batch,
             beta=0.0,
             save_steps=100,
             share_prompt_prefix=shared,

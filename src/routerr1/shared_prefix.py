@@ -40,6 +40,11 @@ def shared_prefix_logps(
     split = n_cols - logits_to_keep - 1
     if split < 1:
         raise ValueError(f"logits_to_keep: {logits_to_keep} leaves no shared prompt to reuse")
+    # TRL pads completions to the longest in the whole generation batch; columns past this
+    # micro-batch's last real token are padding in every row, so they are not computed
+    real = attention_mask[:, split:].any(dim=0).nonzero()
+    width = int(real.max()) + 1 if real.numel() else 1
+    input_ids, attention_mask = input_ids[:, : split + width], attention_mask[:, : split + width]
     first, inverse = distinct_prompts(input_ids[:, :split], attention_mask[:, :split])
     prefix = model(
         input_ids=input_ids[first, :split],
@@ -62,9 +67,44 @@ def shared_prefix_logps(
         shift_labels=shift_labels,
         fused_lm_head=True,
     )
-    logps = out.log_probs[:, :logits_to_keep]
-    entropy = out.entropy[:, :logits_to_keep] if compute_entropy else None
+    logps = _pad_columns(out.log_probs[:, :logits_to_keep], logits_to_keep)
+    entropy = (
+        _pad_columns(out.entropy[:, :logits_to_keep], logits_to_keep) if compute_entropy else None
+    )
     return logps, entropy
+
+
+def _pad_columns(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad with zeros (the value TRL's fused head gives ignored positions) to ``width``."""
+    missing = width - values.size(1)
+    return torch.nn.functional.pad(values, (0, missing)) if missing > 0 else values
+
+
+def group_shuffle(batch: dict, generator: torch.Generator | None = None) -> dict:
+    """Shuffle a generation batch by whole prompt groups, in unison over every sequence value.
+
+    TRL shuffles rows before splitting a generation batch into micro-batches, which scatters
+    each group: 8 random rows of 8 groups of 4 hold 5.6 distinct prompts on average, so the
+    shared prefix saves little. Here the groups' order is random and each group's rows stay
+    together. Within one optimizer step the order does not change the gradient; when a
+    generation batch feeds several optimizer steps, each step gets whole groups.
+    """
+    ids, mask = batch["prompt_ids"], batch["prompt_mask"]
+    first, inverse = distinct_prompts(ids, mask)
+    group_order = torch.randperm(first.numel(), generator=generator)
+    rank = torch.empty_like(group_order)
+    rank[group_order] = torch.arange(group_order.numel())
+    # stable sort by the group's random rank keeps rows of a group in their original order
+    permutation = torch.sort(rank[inverse], stable=True).indices
+
+    def permute(v):
+        if v is None or (isinstance(v, torch.Tensor) and v.ndim == 0):
+            return v
+        if isinstance(v, torch.Tensor):
+            return v[permutation]
+        return [v[i] for i in permutation]
+
+    return {key: permute(val) for key, val in batch.items()}
 
 
 def shared_prefix_trainer(base: type) -> type:
@@ -75,6 +115,17 @@ def shared_prefix_trainer(base: type) -> type:
     """
 
     class SharedPrefixGRPOTrainer(base):
+        def _prepare_inputs(self, generation_batch):
+            # TRL calls this module-level shuffle between generating and splitting the batch
+            import trl.trainer.grpo_trainer as grpo_module
+
+            row_shuffle = grpo_module.shuffle_sequence_dict
+            grpo_module.shuffle_sequence_dict = group_shuffle
+            try:
+                return super()._prepare_inputs(generation_batch)
+            finally:
+                grpo_module.shuffle_sequence_dict = row_shuffle
+
         def _get_per_token_logps_and_entropies(
             self,
             model,
