@@ -257,3 +257,26 @@ def test_kill_9_mid_write_keeps_committed_rows(tmp_path: Path) -> None:
     cache = CallCache(path)
     assert len(cache) == len(rows)
     assert cache.put_many([("after", Generation("t", 1, 1, 0.1), "Small")]) == 1
+
+
+def test_release_closes_backends_but_keeps_the_cache(tmp_path: Path) -> None:
+    made: list[CountingBackend] = []
+    closed: list[CountingBackend] = []
+
+    class Closable(CountingBackend):
+        def close(self) -> None:
+            closed.append(self)
+
+    def factory(_entry: PoolEntry) -> CountingBackend:
+        made.append(Closable())
+        return made[-1]
+
+    pool = Pool([ENTRY], factory, cache=CallCache(tmp_path / "calls.sqlite"))
+    pool.call([("Small", "q1")])
+    pool.release()
+    assert closed == made and len(made) == 1
+    again = pool.call([("Small", "q1"), ("Small", "q2")])
+    assert [c.cached for c in again] == [True, False]  # the cache survived the release
+    assert len(made) == 2 and made[1].seen == ["q2"]  # a fresh backend on the next call
+    pool.close()
+    assert closed == made

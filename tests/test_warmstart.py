@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from routerr1.config import PoolEntry, RolloutConfig
 from routerr1.data import QARecord
@@ -100,7 +101,8 @@ def test_config_rejects_an_unknown_answer_source():
 
 
 @pytest.mark.slow
-def test_sft_runs_and_lowers_the_loss(smollm2_dir, tokenizer, tmp_path):
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_sft_runs_and_lowers_the_loss(smollm2_dir, tokenizer, tmp_path, lora_r):
     recs = [
         QARecord(str(i), q, (a,), "nq", "train")
         for i, (q, a) in enumerate(
@@ -118,8 +120,21 @@ def test_sft_runs_and_lowers_the_loss(smollm2_dir, tokenizer, tmp_path):
     )
     out = tmp_path / "warm"
     info = warm_start(
-        smollm2_dir, rows, out, WarmStartConfig(epochs=3, batch_size=4, learning_rate=1e-4)
+        smollm2_dir,
+        rows,
+        out,
+        WarmStartConfig(epochs=3, batch_size=4, learning_rate=1e-4 if lora_r == 0 else 1e-3),
+        lora_r=lora_r,
     )
     assert info["steps"] == 3 and (out / "config.json").is_file()
     assert info["last_loss"] < info["first_loss"]
     assert not (tmp_path / "warm.partial").exists()
+    if lora_r:  # merged into a plain model that differs from the base
+        from transformers import AutoModelForCausalLM
+
+        assert not (out / "adapter_config.json").exists()
+        base = AutoModelForCausalLM.from_pretrained(smollm2_dir).state_dict()
+        tuned = AutoModelForCausalLM.from_pretrained(out).state_dict()
+        assert tuned.keys() == base.keys()
+        name = next(k for k in base if k.endswith("self_attn.q_proj.weight"))
+        assert not torch.equal(tuned[name], base[name])

@@ -6,6 +6,7 @@ records what it did in MLflow.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -274,8 +275,20 @@ def warmstart(
             answer=wcfg.answer,
         )
         before = compliance(base)
+        # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy
+        # on 24 GB); the compliance check after reloads them
+        pool.release()
+        gc.collect()
+        tcfg = train_config(cfg)
         sft = warm_start(
-            base, examples, model_out, wcfg, seed=cfg["seed"], bf16=train_config(cfg).bf16
+            base,
+            examples,
+            model_out,
+            wcfg,
+            seed=cfg["seed"],
+            bf16=tcfg.bf16,
+            lora_r=tcfg.lora_r,
+            lora_alpha=tcfg.lora_alpha,
         )
         after = compliance(Path(model_out))
         report = {

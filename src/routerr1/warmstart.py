@@ -143,8 +143,14 @@ def warm_start(
     seed: int = 0,
     bf16: bool = False,
     report_to: Sequence[str] = (),
+    lora_r: int = 0,
+    lora_alpha: int = 32,
 ) -> dict[str, Any]:
-    """SFT the policy on ``examples``; saves the model to ``out_dir`` atomically."""
+    """SFT the policy on ``examples``; saves the model to ``out_dir`` atomically.
+
+    ``lora_r > 0`` trains a LoRA adapter (as GRPO does with ``train.lora_r``) and saves the
+    merged model, so later stages load a plain one.
+    """
     import shutil
 
     import torch
@@ -176,9 +182,25 @@ def warm_start(
         seed=seed,
         lr_scheduler_type="constant",
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    peft_config = None
+    if lora_r > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=peft_config,
+    )
     result = trainer.train()
-    trainer.save_model(str(work / "model"))
+    if peft_config is not None:
+        trainer.model.merge_and_unload().save_pretrained(str(work / "model"))
+    else:
+        trainer.save_model(str(work / "model"))
     tok.save_pretrained(str(work / "model"))
     if out_dir.exists():
         shutil.rmtree(out_dir)
