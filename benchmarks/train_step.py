@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -213,10 +214,21 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode or not line:
-            sys.exit(f"setting {name} failed:\n{out.stderr[-3000:]}")
+            # one setting running out of memory must not hide the others' results
+            why = (
+                "killed by SIGKILL (out of memory?)"
+                if out.returncode == -signal.SIGKILL
+                else f"exit code {out.returncode}"
+            )
+            print(f"setting {name} failed, {why}:\n{out.stderr[-3000:]}", file=sys.stderr)
+            results.append({"setting": name, "failed": why})
+            continue
         results.append(json.loads(line[0][7:]))
         print(f"done: {name}", file=sys.stderr)
-    base = results[0]["step_s"]
+    ok = [r for r in results if "failed" not in r]
+    if not ok:
+        sys.exit("every setting failed")
+    base = ok[0]["step_s"]
     print(
         f"policy {args.policy}, 8 prompts x 4 generations, {args.threads} threads, "
         f"mean of steps 2..{args.steps} (a setting run for one step: that step)"
@@ -227,6 +239,9 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        if "failed" in r:
+            print(f"| {r['setting']} | failed: {r['failed']} |" + " |" * 9)
+            continue
         print(
             f"| {r['setting']} | {r['step_s']:.1f} | {r['generate_s']:.1f} | {r['pool_s']:.1f} "
             f"| {r['other_s']:.1f} | {r['policy_tokens']:.0f} | {r['pool_calls']:.0f} "
