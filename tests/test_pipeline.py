@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -34,7 +35,12 @@ RULES = [
 ]
 
 
-def snakemake(workdir: Path, mirror: Path, *args: str, check: bool = True):
+SMOKE = REPO / "tests" / "data" / "smoke.yaml"
+
+
+def snakemake(
+    workdir: Path, mirror: Path, *args: str, check: bool = True, configfile: Path = SMOKE
+):
     cmd = [
         str(SNAKEMAKE),
         "-s",
@@ -42,7 +48,7 @@ def snakemake(workdir: Path, mirror: Path, *args: str, check: bool = True):
         "-d",
         str(workdir),
         "--configfile",
-        str(REPO / "tests" / "data" / "smoke.yaml"),
+        str(configfile),
         "--config",
         f"data_mirror={mirror}",
         "--cores",
@@ -66,6 +72,25 @@ def test_dry_run_shows_whole_dag(tmp_path, tiny_mirror):
         "train_router                  2" in out.replace("\t", " ")
         or out.count("rule train_router:") == 2
     )
+
+
+def test_reward_routing_warm_starts_once_per_alpha(tmp_path, tiny_mirror):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["warm_start"]["routing"] = "reward"
+    configfile = tmp_path / "reward.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, tiny_mirror, "-n", "results/pareto.pdf", configfile=configfile)
+    plan = out.stdout
+    assert plan.count("rule warm_start_alpha:") == 2 and "rule warm_start:" not in plan
+    inputs = {
+        line.split("output: results/train/")[1]: block.split("input:")[1].split("\n")[0]
+        for block in plan.split("rule train_router:")[1:]
+        for line in block.splitlines()
+        if "output: results/train/" in line
+    }
+    assert set(inputs) == {"alpha~0.0/model", "alpha~0.9/model"}
+    for out, inp in inputs.items():
+        assert f"results/warmstart/{out}" in inp
 
 
 def test_bad_config_refused_before_any_job(tmp_path, tiny_mirror):

@@ -10,7 +10,13 @@ from routerr1.config import PoolEntry, RolloutConfig
 from routerr1.data import QARecord
 from routerr1.parse import ModelNameResolver, check_format
 from routerr1.prompt import Descriptor
-from routerr1.warmstart import WarmStartConfig, build_examples, pick_target, warm_start
+from routerr1.warmstart import (
+    WarmStartConfig,
+    build_examples,
+    pick_target,
+    reward_routing,
+    warm_start,
+)
 
 ENTRIES = [
     PoolEntry("Tiny", "t", 0.01, 0.02),
@@ -39,6 +45,67 @@ def test_pick_target_prefers_cheapest_correct_else_largest():
     assert pick_target(answers("q", {"Tiny", "Big"}), ENTRIES)[0] == "Tiny"
     assert pick_target(answers("q", set()), ENTRIES)[0] == "Big"
     assert pick_target(answers("q", {"Big"}), ENTRIES)[1] == "Big says <answer>x"
+
+
+def priced_answers(question: str, correct: set[str], failed: frozenset = frozenset()):
+    """Answers costed like real calls: the same tokens at each model's prices."""
+    rows = answers(question, correct)
+    price = {e.name: (e.price_in, e.price_out) for e in ENTRIES}
+    rows["cost"] = [(100 * price[m][0] + 10 * price[m][1]) / 1e6 for m in rows["model"]]
+    rows["error"] = [("timeout" if m in failed else None) for m in rows["model"]]
+    rows.loc[rows["model"].isin(failed), ["cost", "em"]] = 0.0
+    return rows
+
+
+def test_reward_routing_follows_the_grpo_reward_at_each_alpha():
+    # over the training set Big is right most often and Tiny least
+    train = pd.concat(
+        [
+            priced_answers("q0", {"Mid"}),
+            priced_answers("q1", {"Big"}),
+            priced_answers("q2", {"Big", "Mid"}),
+            priced_answers("q3", set()),
+            priced_answers("q4", {"Tiny", "Big"}),
+        ]
+    ).reset_index(drop=True)
+    rule0, scores0 = reward_routing(train, 0.0, True)
+    rule9, scores9 = reward_routing(train, 0.9, False)
+    rule9c, scores9c = reward_routing(train, 0.9, True)
+    assert rule0.prior["Big"] > rule0.prior["Mid"] > rule0.prior["Tiny"]  # mean EM at alpha 0
+
+    def pick(question, rule, scores):
+        return pick_target(train[train["question"] == question], ENTRIES, rule, scores)[0]
+
+    # alpha 0: the correct model; ties (both or none right) go to the better model overall
+    assert pick("q0", rule0, scores0) == "Mid"
+    assert pick("q2", rule0, scores0) == "Big"
+    assert pick("q3", rule0, scores0) == "Big"
+    # alpha 0.9, cost paid on every answer: the cheapest model even when it is wrong
+    assert {pick(q, rule9, scores9) for q in ("q0", "q1", "q2", "q3", "q4")} == {"Tiny"}
+    # alpha 0.9, cost paid on correct answers only: the cheapest correct model
+    assert pick("q1", rule9c, scores9c) == "Big"
+    assert pick("q2", rule9c, scores9c) == "Mid"
+    assert pick("q4", rule9c, scores9c) == "Tiny"
+
+
+def test_reward_routing_never_targets_a_failed_call():
+    train = pd.concat(
+        [priced_answers("q0", set(), failed=frozenset({"Tiny"})), priced_answers("q1", {"Mid"})]
+    ).reset_index(drop=True)
+    rule, scores = reward_routing(train, 0.9, False)
+    without = reward_routing(train[train["error"].isna()], 0.9, False)[0]
+    assert rule.prior == without.prior  # a failed call is no evidence, and not a free route
+    q0 = train[train["question"] == "q0"]
+    assert pick_target(q0, ENTRIES, rule, scores)[0] == "Mid"  # cheapest call that succeeded
+    with pytest.raises(ValueError, match="scores"):
+        pick_target(q0, ENTRIES, rule)
+    with pytest.raises(ValueError, match="cost"):
+        reward_routing(train.drop(columns="cost"), 0.9, False)
+
+
+def test_config_rejects_an_unknown_routing_rule():
+    with pytest.raises(ValueError, match="warm_start.routing"):
+        WarmStartConfig(routing="cheapest")
 
 
 @pytest.fixture(scope="module")

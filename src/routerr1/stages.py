@@ -227,8 +227,13 @@ def warmstart(
     model_out: str,
     report_out: str,
     models_root: Path = MODELS_ROOT,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
-    """SFT the policy on well-formed trajectories; report format compliance before and after."""
+    """SFT the policy on well-formed trajectories; report format compliance before and after.
+
+    With ``warm_start.routing: reward`` the trajectories route by the GRPO reward at ``alpha``
+    (required then), and the run is tracked per alpha.
+    """
     import random
 
     from routerr1.data import read_records
@@ -238,7 +243,13 @@ def warmstart(
     from routerr1.train import load_policy
     from routerr1.warmstart import build_examples, format_compliance, warm_start
 
-    wcfg, rcfg = warm_start_config(cfg), rollout_config(cfg)
+    wcfg, rcfg, tcfg = warm_start_config(cfg), rollout_config(cfg), train_config(cfg)
+    if wcfg.routing == "reward" and alpha is None:
+        raise ValueError("warm_start.routing: reward routes per alpha; pass the alpha to warm for")
+    routing = (alpha, tcfg.cost_on_correct_only) if wcfg.routing == "reward" else None
+    key, tags = "warm_start", {"stage": "warm_start"}
+    if routing is not None:
+        key, tags = f"warm_start/alpha~{alpha!r}", {**tags, "alpha": str(alpha)}
     descriptors = load_descriptors(descriptors_in)
     pool = _pool(cfg, models_root)
     resolver = ModelNameResolver(pool.names, pool.aliases)
@@ -260,7 +271,7 @@ def warmstart(
         }
 
     base = _loadable(policy_dir)
-    with pool, tracked_run(cfg, "warm_start", "warm_start", {"stage": "warm_start"}):
+    with pool, tracked_run(cfg, key, key, tags):
         mlflow.log_params({f"warm_start.{k}": v for k, v in wcfg.__dict__.items()})
         _, tok = load_policy(base, "float32")
         examples = build_examples(
@@ -273,13 +284,13 @@ def warmstart(
             seed=cfg["seed"],
             limit=wcfg.max_examples,
             answer=wcfg.answer,
+            routing=routing,
         )
         before = compliance(base)
         # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy
         # on 24 GB); the compliance check after reloads them
         pool.release()
         gc.collect()
-        tcfg = train_config(cfg)
         sft = warm_start(
             base,
             examples,

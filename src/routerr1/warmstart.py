@@ -9,6 +9,11 @@ information tokens are masked out of the loss, exactly as in GRPO.
 The answer relays the information by default (``answer="relay"``). Training on the gold answer
 instead teaches a 135M policy to ignore what the pool said and invent an answer whenever the
 pool was wrong (most questions): that router scored below the pool model it called.
+
+``routing="reward"`` warm-starts once per alpha instead: each trajectory searches the model whose
+answer earns the most GRPO reward at that alpha (reward-ranked SFT on the pool's real answers).
+After the single warm start, 121 of 128 trajectories called the largest model and the policy
+chose it almost deterministically, so GRPO never sampled a cheaper route to learn from.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from routerr1.config import PoolEntry, RolloutConfig
 from routerr1.data import QARecord
 from routerr1.parse import ModelNameResolver, check_format, strip_tags
 from routerr1.prompt import Descriptor, chat_prompt, render_router_prompt
+from routerr1.reward import CostNormalizer, combine_reward
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ FIRST_THOUGHTS = (
     "Let me ask {model} for the key fact.",
 )
 ANSWER_SOURCES = ("relay", "gold")
+ROUTING_RULES = ("largest", "reward")
 FINAL_THOUGHTS = (
     "The information answers the question.",
     "I can answer now.",
@@ -52,17 +59,92 @@ class WarmStartConfig:
     n_eval: int = 64
     max_examples: int | None = None  # None: every training question the pool answered
     answer: str = "relay"  # "relay": the information's text; "gold": the gold answer
+    routing: str = "largest"  # "largest": one warm start; "reward": one per alpha
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_SOURCES:
             raise ValueError(
                 f"warm_start.answer must be one of {ANSWER_SOURCES}, got {self.answer!r}"
             )
+        if self.routing not in ROUTING_RULES:
+            raise ValueError(
+                f"warm_start.routing must be one of {ROUTING_RULES}, got {self.routing!r}"
+            )
 
 
-def pick_target(answers: pd.DataFrame, entries: Sequence[PoolEntry]) -> tuple[str, str]:
-    """(model name, its answer): the cheapest correct model, else the largest (priciest) one."""
+@dataclass(frozen=True)
+class RewardRouting:
+    """Route each SFT trajectory to the model whose answer earns the most GRPO reward at
+    ``alpha``; ties go to the model with the higher mean reward over all training questions."""
+
+    alpha: float
+    cost_on_correct_only: bool
+    prior: dict[str, float]  # model -> its mean reward over the training questions
+
+
+def reward_scores(
+    pool_answers: pd.DataFrame, alpha: float, cost_on_correct_only: bool
+) -> pd.Series:
+    """The reward each well-formed pool answer would earn at ``alpha``: EM plus the cost term,
+    costs normalized over all the answers (the training reward's normalizer, one window)."""
+    costs = [float(c) for c in pool_answers["cost"].fillna(0.0)]
+    norm = CostNormalizer(window=max(1, len(costs)))
+    norm.observe(costs)
+    return pd.Series(
+        [
+            combine_reward(True, float(em), norm.normalize(c), alpha, cost_on_correct_only)
+            for em, c in zip(pool_answers["em"], costs, strict=True)
+        ],
+        index=pool_answers.index,
+    )
+
+
+def reward_routing(
+    pool_answers: pd.DataFrame, alpha: float, cost_on_correct_only: bool
+) -> tuple[RewardRouting, pd.Series]:
+    """The routing rule at ``alpha`` and each answer's reward; failed calls are left out."""
+    missing = {"model", "em", "cost"} - set(pool_answers.columns)
+    if missing:
+        raise ValueError(f"pool answers: reward routing needs the columns {sorted(missing)}")
+    ok = pool_answers[_succeeded(pool_answers)]
+    scores = reward_scores(ok, alpha, cost_on_correct_only)
+    prior = scores.groupby(ok["model"]).mean().to_dict()
+    return RewardRouting(alpha, cost_on_correct_only, prior), scores
+
+
+def _succeeded(answers: pd.DataFrame) -> pd.Series:
+    if "error" not in answers:
+        return pd.Series(True, index=answers.index)
+    return answers["error"].isna() | (answers["error"].astype(str) == "")
+
+
+def pick_target(
+    answers: pd.DataFrame,
+    entries: Sequence[PoolEntry],
+    routing: RewardRouting | None = None,
+    scores: pd.Series | None = None,
+) -> tuple[str, str]:
+    """(model name, its answer).
+
+    Without ``routing``: the cheapest correct model, else the largest (priciest) one. With it:
+    the highest ``scores`` (rewards, indexed like ``answers``) among calls that succeeded, then
+    the routing prior, then the lower price.
+    """
     price = {e.name: (e.price_out, e.price_in) for e in entries}
+    if routing is not None:
+        if scores is None:
+            raise ValueError("pick_target: reward routing needs the answers' scores")
+        ok = answers[_succeeded(answers) & answers.index.isin(scores.index)]
+        pool = ok if len(ok) else answers
+        best = max(
+            pool.index,
+            key=lambda i: (
+                float(scores.get(i, 0.0)),
+                routing.prior.get(pool.at[i, "model"], 0.0),
+                tuple(-p for p in price[pool.at[i, "model"]]),
+            ),
+        )
+        return str(pool.at[best, "model"]), str(pool.at[best, "prediction"] or "")
     correct = answers[answers["em"] > 0]
     pool = correct if len(correct) else answers
     key = (lambda n: price[n]) if len(correct) else (lambda n: tuple(-p for p in price[n]))
@@ -80,18 +162,23 @@ def build_examples(
     seed: int = 0,
     limit: int | None = None,
     answer: str = "relay",
+    routing: tuple[float, bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
     at most ``limit`` of them (the first records with pool answers).
 
     ``answer`` is "relay" (the final answer repeats the information, skipping questions whose
-    target model returned nothing) or "gold" (the first gold answer).
+    target model returned nothing) or "gold" (the first gold answer). ``routing`` is None (the
+    cheapest correct model, else the largest) or ``(alpha, cost_on_correct_only)``: the model
+    whose answer earns the most reward at that alpha (`pick_target`).
 
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
     if answer not in ANSWER_SOURCES:
         raise ValueError(f"answer must be one of {ANSWER_SOURCES}, got {answer!r}")
     rng = random.Random(seed)
+    pool_answers = pool_answers.reset_index(drop=True)
+    rule, scores = reward_routing(pool_answers, *routing) if routing else (None, None)
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
     rows = []
@@ -101,7 +188,7 @@ def build_examples(
         answers = by_question.get(rec.question)
         if answers is None or answers.empty:
             continue
-        model, reply = pick_target(answers, entries)
+        model, reply = pick_target(answers, entries, rule, scores)
         body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids
         reply = tokenizer.decode(body[: rollout_cfg.info_max_tokens], skip_special_tokens=True)
         reply = reply.strip()

@@ -7,12 +7,18 @@ POOL = {slug(p["name"]): p for p in config["pool"]}
 # openai entries call an endpoint someone else runs
 POOL_MODEL_KEYS = fetched_model_keys(config["pool"])
 UNSEEN_MODEL_KEYS = fetched_model_keys(config["pool_unseen"])
-# GRPO starts from the warm-started policy when the format warm start is on
-GRPO_POLICY = (
-    "results/warmstart/model"
-    if config["warm_start"]["enabled"]
-    else f"resources/models/{POLICY_MODEL}"
-)
+# GRPO starts from the warm-started policy when the format warm start is on: one for every
+# alpha, or one per alpha with warm_start.routing: reward
+WARM_PER_ALPHA = config["warm_start"]["routing"] == "reward"
+
+
+def grpo_policy(wildcards):
+    if not config["warm_start"]["enabled"]:
+        return f"resources/models/{POLICY_MODEL}"
+    if WARM_PER_ALPHA:
+        return f"results/warmstart/alpha~{wildcards.alpha}/model"
+    return "results/warmstart/model"
+
 ALPHAS = [alpha_label(a) for a in config["train"]["alphas"]]
 
 

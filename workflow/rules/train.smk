@@ -30,6 +30,8 @@ rule warm_start:
         "logs/warm_start.log",
     benchmark:
         "results/benchmarks/warm_start.tsv"
+    params:
+        alpha=None,
     threads: config["threads"]
     conda:
         rule_env("warm_start")
@@ -37,11 +39,23 @@ rule warm_start:
         "../scripts/warm_start.py"
 
 
+use rule warm_start as warm_start_alpha with:
+    output:
+        model=directory("results/warmstart/alpha~{alpha}/model"),
+        report="results/warmstart/alpha~{alpha}/format.json",
+    log:
+        "logs/warm_start/alpha~{alpha}.log",
+    benchmark:
+        "results/benchmarks/warm_start/alpha~{alpha}.tsv"
+    params:
+        alpha=lambda wc: float(wc.alpha),
+
+
 rule train_router:
     input:
         train="results/data/train.parquet",
         descriptors="results/pool/descriptors.json",
-        policy=GRPO_POLICY,
+        policy=grpo_policy,
         models=[model_dir(k) for k in POOL_MODEL_KEYS],
     output:
         directory("results/train/alpha~{alpha}/model"),

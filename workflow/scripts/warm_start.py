@@ -11,4 +11,5 @@ with snakemake_job(snakemake):
         policy_dir=snakemake.input.policy,
         model_out=snakemake.output.model,
         report_out=snakemake.output.report,
+        alpha=snakemake.params.alpha,
     )
