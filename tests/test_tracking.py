@@ -29,6 +29,23 @@ def test_failed_run_is_resumed_by_key(tmp_path):
     assert (tmp_path / "mlflow.db").is_file()
 
 
+def test_a_changed_config_starts_a_new_run_instead_of_resuming(tmp_path):
+    cfg = {"mlflow": {"tracking_uri": None, "experiment": "t"}, "warm_start": {"epochs": 2}}
+    with pytest.raises(RuntimeError):
+        with tracked_run(cfg, "warm_start", "warm_start", results_dir=tmp_path) as run:
+            mlflow.log_params({"warm_start.epochs": 2})
+            killed = run.info.run_id
+            raise RuntimeError("killed")
+    changed = {**cfg, "warm_start": {"epochs": 1}}
+    with tracked_run(changed, "warm_start", "warm_start", results_dir=tmp_path) as run:
+        mlflow.log_params({"warm_start.epochs": 1})  # MLflow would refuse this in the old run
+        fresh = run.info.run_id
+    assert fresh != killed
+    # the unchanged config still resumes its own killed run
+    with tracked_run(dict(reversed(cfg.items())), "warm_start", "w", results_dir=tmp_path) as run:
+        assert run.info.run_id == killed
+
+
 def test_artifacts_live_beside_the_database(tmp_path):
     cfg = {"mlflow": {"experiment": "a"}}
     with tracked_run(cfg, "k", "k", results_dir=tmp_path) as run:

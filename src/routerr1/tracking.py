@@ -7,6 +7,7 @@ continues its unfinished run instead of creating a duplicate.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -18,6 +19,8 @@ from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "results/mlflow.db"
 RUN_KEY_TAG = "routerr1.key"
+# a killed job resumes its run only under the same config: params may not change in a run
+RUN_CONFIG_TAG = "routerr1.config_sha"
 
 
 def tracking_uri(cfg: Mapping[str, Any], results_dir: str | Path = "results") -> str:
@@ -56,9 +59,19 @@ def _ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def _find_resumable(client: MlflowClient, exp_id: str, key: str) -> str | None:
+def config_fingerprint(cfg: Mapping[str, Any]) -> str:
+    """Short hash of the whole config (key order does not matter)."""
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _find_resumable(client: MlflowClient, exp_id: str, key: str, config_sha: str) -> str | None:
     runs = client.search_runs(
-        [exp_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", order_by=["start_time DESC"]
+        [exp_id],
+        filter_string=(
+            f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{RUN_CONFIG_TAG}` = '{config_sha}'"
+        ),
+        order_by=["start_time DESC"],
     )
     for run in runs:
         if run.info.status != "FINISHED":
@@ -74,12 +87,17 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     results_dir: str | Path = "results",
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start (or resume) the MLflow run for ``key``; marks it FAILED if the body raises."""
+    """Start (or resume) the MLflow run for ``key``; marks it FAILED if the body raises.
+
+    An unfinished run is resumed only when the config is unchanged; after a config change
+    the job starts a new run, since MLflow refuses to change a logged param.
+    """
     uri = tracking_uri(cfg, results_dir)
     exp_id = ensure_experiment(uri, (cfg.get("mlflow") or {}).get("experiment", "routerr1"))
     client = MlflowClient(uri)
-    resume_id = _find_resumable(client, exp_id, key)
-    all_tags = {RUN_KEY_TAG: key, **(tags or {})}
+    config_sha = config_fingerprint(cfg)
+    resume_id = _find_resumable(client, exp_id, key, config_sha)
+    all_tags = {RUN_KEY_TAG: key, RUN_CONFIG_TAG: config_sha, **(tags or {})}
     with mlflow.start_run(
         run_id=resume_id,
         experiment_id=None if resume_id else exp_id,
