@@ -40,13 +40,13 @@ FIRST_THOUGHTS = (
     "{model} should be able to answer this at low cost.",
     "Let me ask {model} for the key fact.",
 )
-ANSWER_SOURCES = ("relay", "gold")
-ROUTING_RULES = ("largest", "reward")
 FINAL_THOUGHTS = (
     "The information answers the question.",
     "I can answer now.",
     "That settles it.",
 )
+ANSWER_SOURCES = ("relay", "gold")
+ROUTING_RULES = ("largest", "reward")
 
 
 @dataclass(frozen=True)
