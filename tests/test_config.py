@@ -91,3 +91,14 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
     assert main(["check-config", str(bad)]) == 2
     assert "pool.0.price_out" in capsys.readouterr().err
     assert main(["no-such-command"]) == 2
+
+
+@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml"])
+def test_overlays_validate_on_top_of_the_default(raw, overlay):
+    from snakemake.utils import update_config  # the same deep merge as --configfile A B
+
+    update_config(raw, yaml.safe_load((REPO / "config" / overlay).read_text()))
+    cfg = validate_config(raw)
+    assert cfg["warm_start"]["enabled"] is True
+    train_config(cfg)
+    rollout_config(cfg)

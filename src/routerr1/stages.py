@@ -260,15 +260,23 @@ def warmstart(
     def compliance(folder: Path) -> dict[str, dict[str, float]]:
         model, tok = load_policy(folder, "float32")
         engine = RolloutEngine(
-            tok, pool, rcfg, batch_size=eval_config(cfg).batch_size, resolver=resolver
+            tok,
+            pool,
+            rcfg,
+            batch_size=eval_config(cfg).batch_size,
+            resolver=resolver,
+            show_progress=True,
         )
         prompts = router_prompts(
             tok, [r.question for r in heldout], descriptors, rcfg.compressed_descriptors
         )
-        return {
-            mode: format_compliance(engine.run(model, prompts, greedy=mode == "greedy"), resolver)
-            for mode in ("greedy", "sampled")
-        }
+        out = {}
+        for mode in ("greedy", "sampled"):
+            log.info("format compliance of %s: %d %s rollouts", folder, len(prompts), mode)
+            trajs = engine.run(model, prompts, greedy=mode == "greedy")
+            out[mode] = format_compliance(trajs, resolver)
+            log.info("  %s: %s", mode, out[mode])
+        return out
 
     base = _loadable(policy_dir)
     with pool, tracked_run(cfg, key, key, tags):
