@@ -123,7 +123,8 @@ def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
     ]
     pool_answers = pd.concat([answers(recs[0].question, {"Mid"}), answers(recs[1].question, set())])
     rows = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
-    assert [r["target_model"] for r in rows] == ["Mid", "Big"]
+    targets = {r["question"]: r["target_model"] for r in rows}
+    assert targets == {"who wrote hamlet": "Mid", "capital of peru": "Big"}
     one = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), limit=1)
     assert [r["input_ids"] for r in one] == [rows[0]["input_ids"]]
     resolver = ModelNameResolver([e.name for e in ENTRIES], {})
@@ -152,6 +153,28 @@ def test_examples_mask_prompt_and_information_and_are_well_formed(tokenizer):
         assert f"<answer>{rec.golden_answers[0]}</answer>" in trained
     with pytest.raises(ValueError, match="answer"):
         build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), answer="x")
+
+
+def test_limit_samples_every_benchmark_evenly_whatever_the_file_order(tokenizer):
+    # training files come benchmark by benchmark; a prefix of them would be one benchmark only
+    recs = [QARecord(f"n{i}", f"nq question {i}", ("a",), "nq", "train") for i in range(6)]
+    recs += [
+        QARecord(f"h{i}", f"Hotpot Question {i}?", ("b",), "hotpotqa", "train") for i in range(6)
+    ]
+    pool_answers = pd.concat([answers(r.question, {"Tiny"}) for r in recs])
+
+    def sample(seed):
+        rows = build_examples(
+            recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), seed=seed, limit=4
+        )
+        return [r["question"] for r in rows], [r["benchmark"] for r in rows]
+
+    questions, benchmarks = sample(0)
+    assert sorted(benchmarks) == ["hotpotqa"] * 2 + ["nq"] * 2
+    assert sample(0)[0] == questions  # seeded: the same run makes the same examples
+    assert {tuple(sample(s)[0]) for s in range(1, 6)} != {tuple(questions)}
+    everything = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
+    assert sorted(r["question"] for r in everything) == sorted(r.question for r in recs)
 
 
 def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):

@@ -315,6 +315,7 @@ def warmstart(
             "after": after,
             "sft": sft,
             "targets": pd.Series([e["target_model"] for e in examples]).value_counts().to_dict(),
+            "benchmarks": pd.Series([e["benchmark"] for e in examples]).value_counts().to_dict(),
         }
         for when, modes in (("before", before), ("after", after)):
             for mode, vals in modes.items():

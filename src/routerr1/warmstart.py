@@ -152,6 +152,24 @@ def pick_target(
     return best, str(pool.loc[pool["model"] == best, "prediction"].iloc[0] or "")
 
 
+def interleave_benchmarks(records: Sequence[QARecord], rng: random.Random) -> list[QARecord]:
+    """Every record once, each benchmark shuffled, then taken in turn (round robin).
+
+    Any prefix is then a balanced, seeded sample. Training files are stored benchmark by
+    benchmark, so taking the first ``limit`` records warm-started cpu-long on NQ alone: the
+    policy never copied a capitalized multi-hop question and rewrote HotpotQA ones at evaluation.
+    """
+    groups: dict[str, list[QARecord]] = {}
+    for rec in records:
+        groups.setdefault(rec.benchmark, []).append(rec)
+    for group in groups.values():
+        rng.shuffle(group)
+    ordered: list[QARecord] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        ordered += [g[i] for g in groups.values() if i < len(g)]
+    return ordered
+
+
 def build_examples(
     records: Sequence[QARecord],
     pool_answers: pd.DataFrame,
@@ -165,7 +183,8 @@ def build_examples(
     routing: tuple[float, bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
-    at most ``limit`` of them (the first records with pool answers).
+    at most ``limit`` of them, from records with pool answers taken evenly across benchmarks
+    in a seeded order (`interleave_benchmarks`).
 
     ``answer`` is "relay" (the final answer repeats the information, skipping questions whose
     target model returned nothing) or "gold" (the first gold answer). ``routing`` is None (the
@@ -182,7 +201,7 @@ def build_examples(
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
     rows = []
-    for rec in records:
+    for rec in interleave_benchmarks(records, rng):
         if limit is not None and len(rows) >= limit:
             break
         answers = by_question.get(rec.question)
@@ -218,7 +237,15 @@ def build_examples(
             seg = tokenizer(text, add_special_tokens=False).input_ids
             ids += seg
             mask += [trainable] * len(seg)
-        rows.append({"input_ids": ids, "completion_mask": mask, "target_model": model})
+        rows.append(
+            {
+                "input_ids": ids,
+                "completion_mask": mask,
+                "target_model": model,
+                "benchmark": rec.benchmark,
+                "question": rec.question,
+            }
+        )
     return rows
 
 
