@@ -49,6 +49,7 @@ from routerr1.pool.cache import CallCache
 from routerr1.pool.local import LocalModel
 from routerr1.pool.openai_backend import OpenAIBackend
 from routerr1.pool.server import ModelWorker, create_app
+from routerr1.precision import hardware_header, resolve_dtype
 
 COUNTRIES = [
     "France", "Japan", "Brazil", "Canada", "Egypt", "India", "Mexico", "Kenya",
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--decode-segment", type=int, default=8, help="LocalModel decode_segment (0 = off)"
     )
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     parser.add_argument("--prompt-style", default="auto", choices=["auto", "chat", "fewshot"])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="serve-pool window")
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.n < 2:
         parser.error("--n: need at least 2 questions")
     torch.set_num_threads(args.threads)
+    args.dtype = resolve_dtype(args.dtype, "--dtype", "cpu").value
+    print(hardware_header({"pool model": args.dtype}))
     folder = model_dir(Path(args.model))
     style = prompt_style(folder) if args.prompt_style == "auto" else args.prompt_style
     qs = questions(args.n)

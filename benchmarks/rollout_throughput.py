@@ -32,6 +32,7 @@ import torch
 
 from routerr1.config import PoolEntry, load_config, pool_entries, rollout_config, train_config
 from routerr1.pool.base import Generation, Pool, build_pool
+from routerr1.precision import hardware_header, resolve_precision
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.rollout import RolloutEngine, Trajectory
 
@@ -108,7 +109,7 @@ def main() -> None:
         "--autocast-bf16",
         choices=["config", "on", "off"],
         default="config",
-        help="bf16 autocast around generate, as training does with train.bf16 (default: config)",
+        help="bf16 autocast around generate, as in training (default: train.precision, resolved)",
     )
     p.add_argument("--pool", choices=["fixed", "real"], default="fixed")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -128,7 +129,8 @@ def main() -> None:
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     cfg = load_config(args.config)
     rcfg = rollout_config(cfg)
-    autocast = {"on": True, "off": False}.get(args.autocast_bf16, train_config(cfg).bf16)
+    configured = resolve_precision(train_config(cfg).precision).value == "bf16"
+    autocast = {"on": True, "off": False}.get(args.autocast_bf16, configured)
     n_prompts, n_gen = args.prompts, args.generations
     if args.quick:
         n_prompts, n_gen = 2, 2
@@ -168,6 +170,7 @@ def main() -> None:
     rows = [("per-sample loop", trajs_s, secs_s), ("batched (whole GRPO batch)", trajs_b, secs_b)]
     base_tps = policy_tokens(trajs_s) / secs_s if secs_s > 0 else float("nan")
     prompt_tokens = sum(len(t.prompt_ids) for t in trajs_b) / batch
+    print(hardware_header({"policy": dtype, "autocast": "bf16" if autocast else "off"}))
     print(
         f"policy {args.policy} ({dtype}{', bf16 autocast' if autocast else ''}, {device}"
         f"{'' if device == 'cuda' else f', {torch.get_num_threads()} threads'}), "

@@ -9,7 +9,9 @@ x 4 generations, the full router prompt with one descriptor per pool model. Prin
 seconds per step split into policy generation, pool calls and the rest (forward/backward,
 reference and old log-probs, optimizer), peak RSS (and its anonymous part, sampled: loading a
 model maps its fp32 weight files, clean pages that count in RSS but are reclaimable), and the
-speed-up over the first setting.
+speed-up over the first setting. The header names the CPU and the precision `auto` chose; the
+floor column is the forward/backward lower bound of DESIGN.md §3, 6 x parameters x sequence
+tokens at this machine's matmul ceiling in that precision (benchmarks/matmul_ceiling.py).
 Needs a finished pipeline run for results/data/train.parquet and results/pool/descriptors.json.
 """
 
@@ -32,7 +34,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "naive": {
         "train": {
             "micro_batch_size": 1,
-            "bf16": False,
+            "precision": "fp32",
             "beta": 0.001,
             "gradient_checkpointing": True,
             "share_prompt_prefix": False,
@@ -45,11 +47,12 @@ SETTINGS: dict[str, dict[str, dict]] = {
             "reuse_kv_cache": False,
         },
     },
-    # same workload, faster execution: micro-batches, bf16 autocast (fp32 master weights), no
+    # same workload, faster execution: micro-batches, precision auto (bf16 autocast where the
+    # CPU has it natively, fp32 elsewhere; fp32 master weights either way), no
     # reference model (beta 0), no recomputation, the group's prompt computed once (rollout
     # prefill and forward/backward), each turn continued from the last turn's KV cache
     "fast": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 8, "precision": "auto", "beta": 0.0},
         "rollout": {
             "max_turns": 3,
             "max_turn_tokens": 128,
@@ -59,7 +62,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     },
     # plus a lighter workload: compressed descriptors and tighter turn caps
     "fast+caps": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0},
+        "train": {"micro_batch_size": 8, "precision": "auto", "beta": 0.0},
         "rollout": {
             "max_turns": 2,
             "max_turn_tokens": 64,
@@ -69,7 +72,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         },
     },
     "fast+caps+lora": {
-        "train": {"micro_batch_size": 8, "bf16": True, "beta": 0.0, "lora_r": 16},
+        "train": {"micro_batch_size": 8, "precision": "auto", "beta": 0.0, "lora_r": 16},
         "rollout": {
             "max_turns": 2,
             "max_turn_tokens": 64,
@@ -119,6 +122,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     from routerr1.config import RolloutConfig, TrainConfig, load_config, pool_entries
     from routerr1.data import read_records
     from routerr1.pool.base import local_pool
+    from routerr1.precision import resolve_precision
     from routerr1.stages import load_descriptors
     from routerr1.train import train_router
 
@@ -182,11 +186,22 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         "pool_s": pool_s,
         "other_s": step_s - gen - pool_s,
         "policy_tokens": sum(r["policy_tokens"] for r in rolls) / len(rolls),
+        "sequence_tokens": sum(r["sequence_tokens"] for r in rolls) / len(rolls),
+        "params": _count_params(args.policy),
+        "precision": resolve_precision(tcfg.precision).value,
         "pool_calls": sum(r["pool_calls"] for r in rolls) / len(rolls),
         "format_ok": steps[-1].get("router/format_ok"),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "peak_anon_gib": sampler.peak_anon_kib / 2**20,
     }
+
+
+def _count_params(policy: str) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with __import__("torch").device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy))
+    return sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
@@ -205,6 +220,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    import torch
+
+    from routerr1.precision import hardware_header, matmul_gflops
+
     if args.child:
         print("RESULT " + json.dumps(run_one(args, args.child)), flush=True)
         return
@@ -229,22 +248,30 @@ def main() -> None:
     if not ok:
         sys.exit("every setting failed")
     base = ok[0]["step_s"]
+    torch.set_num_threads(args.threads)
+    ceilings = {
+        p: matmul_gflops({"bf16": "bfloat16", "fp32": "float32"}[p]) for p in ("fp32", "bf16")
+    }
+    print(hardware_header({r["setting"]: r["precision"] for r in ok}))
+    print("matmul ceiling here: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceilings.items()))
     print(
         f"policy {args.policy}, 8 prompts x 4 generations, {args.threads} threads, "
         f"mean of steps 2..{args.steps} (a setting run for one step: that step)"
     )
     print(
-        "| setting | s/step | generate | pool | fwd/bwd+rest | policy tok | pool calls "
-        "| format ok | peak RSS GiB | peak anon GiB | speed-up |"
+        "| setting | precision | s/step | generate | pool | fwd/bwd+rest | floor | x floor "
+        "| policy tok | pool calls | format ok | peak RSS GiB | peak anon GiB | speed-up |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if "failed" in r:
-            print(f"| {r['setting']} | failed: {r['failed']} |" + " |" * 9)
+            print(f"| {r['setting']} | failed: {r['failed']} |" + " |" * 12)
             continue
+        floor = 6 * r["params"] * r["sequence_tokens"] / (ceilings[r["precision"]] * 1e9)
         print(
-            f"| {r['setting']} | {r['step_s']:.1f} | {r['generate_s']:.1f} | {r['pool_s']:.1f} "
-            f"| {r['other_s']:.1f} | {r['policy_tokens']:.0f} | {r['pool_calls']:.0f} "
+            f"| {r['setting']} | {r['precision']} | {r['step_s']:.1f} | {r['generate_s']:.1f} "
+            f"| {r['pool_s']:.1f} | {r['other_s']:.1f} | {floor:.1f} | {r['other_s'] / floor:.1f}x "
+            f"| {r['policy_tokens']:.0f} | {r['pool_calls']:.0f} "
             f"| {r['format_ok']} | {r['peak_rss_gib']:.2f} | {r['peak_anon_gib']:.2f} "
             f"| {base / r['step_s']:.2f}x |"
         )

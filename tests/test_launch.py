@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from routerr1 import launch, stages
+from routerr1 import launch, precision, stages
 from routerr1.config import validate_config
 from routerr1.launch import (
     LaunchConfig,
@@ -21,6 +21,7 @@ from routerr1.launch import (
     run_train_job,
     run_worker,
 )
+from routerr1.precision import Hardware
 from routerr1.train import batch_geometry, fsdp_generation_copy, generation_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,11 +137,14 @@ def test_accelerate_launch_writes_the_job_and_runs_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(launch, "_visible_gpus", lambda: 0)
+    # train.precision defaults to auto, resolved on the node that launches: bf16 on this GPU
+    gpu_node = Hardware("Xeon", "AVX2", frozenset(), cuda_name="NVIDIA H100", cuda_bf16=True)
+    monkeypatch.setattr(precision, "probe", lambda: gpu_node)
     assert run_train_job(cfg, the_job, gpus=2) == {"global_step": 3}
     cmd = seen["cmd"]
     assert cmd[cmd.index("--num_processes") + 1] == "2"
     assert cmd[cmd.index("--config_file") + 1] == str(ZERO2)
-    assert cmd[cmd.index("--mixed_precision") + 1] == "no"  # train.bf16 defaults to false
+    assert cmd[cmd.index("--mixed_precision") + 1] == "bf16"
     job_file = Path(cmd[-1])
     assert job_file == Path(the_job.checkpoints) / launch.JOB_FILE  # beside the checkpoints
     payload = json.loads(job_file.read_text())

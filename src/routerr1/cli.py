@@ -8,7 +8,7 @@ import sys
 
 # command -> (module with a main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("routerr1.cli", "validate a config file and print the resolved values"),
+    "check-config": ("routerr1.cli", "validate a config; print its values and resolved precisions"),
     "runs": ("routerr1.runs", "compare runs from the MLflow tracking store"),
     "curves": ("routerr1.curves", "plot GRPO learning curves from the MLflow tracking store"),
     "serve-pool": ("routerr1.pool.server", "serve the pool over the OpenAI chat API"),
@@ -29,7 +29,18 @@ def check_config(argv: list[str]) -> int:
         print(err, file=sys.stderr)
         return 2
     print(yaml.safe_dump(cfg, sort_keys=False))
+    print(precision_report(cfg))
     return 0
+
+
+def precision_report(cfg) -> str:
+    """What every ``auto`` precision of ``cfg`` resolves to on this machine, and why."""
+    from routerr1.precision import probe, resolve_config
+
+    lines = [f"# precision on this machine: {probe().describe()}"]
+    for name, resolved in resolve_config(cfg).items():
+        lines.append(f"{name}: {resolved.value} ({resolved.reason})")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import jsonschema
 import yaml
 
 from routerr1.parse import canonical_model_key
+
+log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -60,12 +63,34 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate against the schema, fill defaults, and check cross-field rules."""
     cfg = copy.deepcopy(dict(raw))
+    _migrate_train_bf16(cfg)
     errors = sorted(_DefaultingValidator(_load_schema()).iter_errors(cfg), key=lambda e: e.path)
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     _check_semantics(cfg)
     return cfg
+
+
+def _migrate_train_bf16(cfg: dict[str, Any]) -> None:
+    """``train.bf16: true|false`` (before ``train.precision``) still reads, as bf16|fp32."""
+    train = cfg.get("train")
+    if not isinstance(train, dict) or "bf16" not in train:
+        return
+    # Snakemake's validate may already have filled the schema default (auto)
+    if train.get("precision", "auto") != "auto":
+        raise ConfigError(
+            "train.bf16: replaced by train.precision; set only train.precision (auto|bf16|fp32)"
+        )
+    if not isinstance(train["bf16"], bool):
+        raise ConfigError(f"train.bf16: must be true or false, got {train['bf16']!r}")
+    train = cfg["train"] = dict(train)
+    train["precision"] = "bf16" if train.pop("bf16") else "fp32"
+    log.warning(
+        "train.bf16: deprecated; read as train.precision: %s (auto picks bf16 only where the "
+        "hardware runs it natively)",
+        train["precision"],
+    )
 
 
 def _check_serving(entry: Mapping[str, Any], where: str) -> None:
@@ -165,7 +190,7 @@ class PoolEntry:
     price_out: float
     description: str = ""
     aliases: tuple[str, ...] = ()
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # resolved per machine when the pool is built (routerr1.precision)
     max_new_tokens: int = 32
     prompt_style: str = "chat"
     chat_examples: bool = False
@@ -212,7 +237,7 @@ class TrainConfig:
     cost_on_correct_only: bool = True
     cost_window: int = 1024
     save_steps: int = 2
-    bf16: bool = False
+    precision: str = "auto"  # auto | bf16 | fp32, resolved on the machine that trains
     lora_r: int = 0
     lora_alpha: int = 32
     share_prompt_prefix: bool = True
@@ -277,7 +302,7 @@ def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
             price_out=float(p["price_out"]),
             description=p.get("description", ""),
             aliases=tuple(p.get("aliases", ())),
-            dtype=p.get("dtype", "bfloat16"),
+            dtype=p.get("dtype", "auto"),
             max_new_tokens=int(p.get("max_new_tokens", 32)),
             prompt_style=models[p["model"]].get("prompt_style", "chat"),
             chat_examples=bool(p.get("chat_examples", False)),

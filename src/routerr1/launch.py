@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from routerr1.io import write_json_atomic
+from routerr1.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ def accelerate_command(
 ) -> list[str]:
     """The `accelerate launch` command line for one training job.
 
-    ``--num_processes``, ``--mixed_precision`` (from ``train.bf16``) and the rendezvous port are
-    given on the command line, where they win over the accelerate config file.
+    ``--num_processes``, ``--mixed_precision`` (``train.precision``, resolved on this node) and
+    the rendezvous port are given on the command line, where they win over the accelerate
+    config file.
     """
     if launch.launcher != "accelerate":
         raise ValueError(f"launch.launcher: {launch.launcher!r} does not use accelerate")
@@ -166,6 +168,7 @@ def run_train_job(
 ) -> dict[str, Any]:
     """Train one router as ``cfg['launch']`` says; returns the training summary."""
     from routerr1 import stages
+    from routerr1.config import train_config
 
     launch = launch_config(cfg)
     if launch.launcher == "inprocess":
@@ -181,7 +184,7 @@ def run_train_job(
         launch,
         num_processes(gpus, _visible_gpus()),
         job_file,
-        bf16=bool((cfg.get("train") or {}).get("bf16", False)),
+        bf16=resolve_precision(train_config(cfg).precision).value == "bf16",
         port=launch.main_process_port or free_port(),
         extra_args=extra_args,
     )

@@ -557,6 +557,8 @@ class RolloutEngine:
                 "rollout_s": time.perf_counter() - t_run,
                 "sequences": len(trajs),
                 "policy_tokens": sum(sum(t.env_mask) for t in trajs),
+                # prompt + completion of every row: what a forward/backward pass reads
+                "sequence_tokens": sum(len(t.prompt_ids) + len(t.completion_ids) for t in trajs),
                 "pool_calls": sum(len(t.calls) for t in trajs),
                 **self.kv_counts,
             }

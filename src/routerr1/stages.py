@@ -238,6 +238,7 @@ def warmstart(
 
     from routerr1.data import read_records
     from routerr1.parse import ModelNameResolver
+    from routerr1.precision import resolve_precision
     from routerr1.rollout import RolloutEngine
     from routerr1.tracking import log_json_artifact, tracked_run
     from routerr1.train import load_policy
@@ -305,7 +306,7 @@ def warmstart(
             model_out,
             wcfg,
             seed=cfg["seed"],
-            bf16=tcfg.bf16,
+            bf16=resolve_precision(tcfg.precision).value == "bf16",
             lora_r=tcfg.lora_r,
             lora_alpha=tcfg.lora_alpha,
         )

@@ -17,6 +17,8 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from routerr1 import precision as hardware_precision
+
 DEFAULT_DB = "results/mlflow.db"
 RUN_KEY_TAG = "routerr1.key"
 # a killed job resumes its run only under the same config: params may not change in a run
@@ -95,7 +97,10 @@ def tracked_run(
     uri = tracking_uri(cfg, results_dir)
     exp_id = ensure_experiment(uri, (cfg.get("mlflow") or {}).get("experiment", "routerr1"))
     client = MlflowClient(uri)
-    config_sha = config_fingerprint(cfg)
+    # the precisions `auto` chose on this machine are part of the run: a job resumed on a
+    # machine that resolves them differently starts a new run instead of mixing dtypes
+    precision = hardware_precision.resolved_params(cfg)
+    config_sha = config_fingerprint({**cfg, "resolved_precision": precision})
     resume_id = _find_resumable(client, exp_id, key, config_sha)
     all_tags = {RUN_KEY_TAG: key, RUN_CONFIG_TAG: config_sha, **(tags or {})}
     with mlflow.start_run(
@@ -104,6 +109,9 @@ def tracked_run(
         run_name=None if resume_id else run_name,
         tags=all_tags,
     ) as run:
+        if not resume_id:
+            mlflow.log_params(precision)
+            mlflow.set_tag("routerr1.hardware", hardware_precision.probe().describe())
         yield run
 
 

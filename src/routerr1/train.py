@@ -18,6 +18,7 @@ from routerr1.data import QARecord
 from routerr1.io import write_json_atomic
 from routerr1.parse import ModelNameResolver
 from routerr1.pool.base import Pool
+from routerr1.precision import resolve_policy_dtype, resolve_precision
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.reward import CostNormalizer, score_trajectory
 from routerr1.rollout import RolloutEngine
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def load_policy(path: str | Path, dtype: str = "float32"):
+    """The policy and its tokenizer; ``dtype`` is ``policy.dtype`` (``auto`` resolves here)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype, "auto")
+    resolved = resolve_policy_dtype(dtype)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolved.value))
     return model, tok
 
 
@@ -256,6 +258,9 @@ def train_router(
     )
     checkpoint_dir = Path(checkpoint_dir)
     model, tok = load_policy(policy_dir, policy_dtype)
+    precision = resolve_precision(train_cfg.precision)
+    log.info("train.precision: %s (%s)", precision.value, precision.reason)
+    bf16 = precision.value == "bf16"
     resolver = ModelNameResolver(pool.names, pool.aliases)
     engine_class = VllmRolloutEngine if vllm.enabled else RolloutEngine
     engine = engine_class(
@@ -264,7 +269,7 @@ def train_router(
         rollout_cfg,
         batch_size=rollout_cfg.batch_size,
         resolver=resolver,
-        autocast_bf16=train_cfg.bf16,
+        autocast_bf16=bf16,
     )
     dataset = router_dataset(records, descriptors, tok, rollout_cfg.compressed_descriptors)
 
@@ -289,7 +294,7 @@ def train_router(
         save_strategy="steps",
         save_steps=train_cfg.save_steps,
         save_total_limit=2,
-        bf16=train_cfg.bf16,
+        bf16=bf16,
         gradient_checkpointing=train_cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         seed=seed,

@@ -128,7 +128,19 @@ def snakemake_job(smk):
         import torch
 
         torch.set_num_threads(max(1, int(getattr(smk, "threads", 1) or 1)))
+        # eager CPU ops never use the inter-op pool; left at its default (one thread per
+        # core) it only adds threads that compete with the intra-op ones on a 2-core machine
+        torch.set_num_interop_threads(1)
     except ImportError:
+        pass
+    except RuntimeError:  # the inter-op pool already started in this process
+        pass
+    try:
+        from routerr1.precision import probe
+
+        # every job log names the machine its `auto` precisions were resolved on
+        logging.getLogger("routerr1").info("hardware: %s", probe().describe())
+    except ImportError:  # no torch in this env
         pass
     try:
         yield

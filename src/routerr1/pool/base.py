@@ -11,6 +11,7 @@ tokens, so a cached call is priced exactly like a fresh one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -232,6 +233,7 @@ def build_pool(
     (``routerr1.pool.vllm_launcher``) and stopped by ``Pool.close``; they need fetched weights
     unless ``vllm.model`` names what to serve.
     """
+    entries = resolve_local_dtypes(entries)
     unknown = sorted({e.backend for e in entries} - set(BACKENDS))
     if unknown:
         raise ValueError(f"pool: backend {unknown} is not one of {list(BACKENDS)}")
@@ -275,6 +277,25 @@ def build_pool(
 
 
 BACKENDS = ("local", "openai")
+
+
+def resolve_local_dtypes(entries: Sequence[PoolEntry]) -> list[PoolEntry]:
+    """Local entries with ``dtype: auto`` made concrete for this machine.
+
+    Done when the pool is built, in the job that runs it, so the call cache keys and the logs
+    carry the precision that really ran (a replay never mixes dtypes).
+    """
+    from routerr1.precision import resolve_dtype
+
+    out = []
+    for entry in entries:
+        if entry.backend == "local" and entry.serve != "vllm":
+            resolved = resolve_dtype(entry.dtype, f"pool[{entry.name}].dtype", "cpu")
+            log.info("pool %s: %s (%s)", entry.name, resolved.value, resolved.reason)
+            entry = dataclasses.replace(entry, dtype=resolved.value)
+        out.append(entry)
+    return out
+
 
 # Existing callers: the pool used to be local only; build_pool serves every backend.
 local_pool = build_pool

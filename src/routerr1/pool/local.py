@@ -42,6 +42,7 @@ from routerr1.pool.messages import (
     question_messages,
     render_fewshot,
 )
+from routerr1.precision import resolve_dtype
 
 __all__ = [
     "CHAT_INSTRUCTION",
@@ -93,7 +94,7 @@ class LocalModel:
         self,
         path: Path,
         prompt_style: str = "chat",
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_batch_size: int = 16,
         fewshot: Sequence[tuple[str, str]] = DEFAULT_FEWSHOT,
         system_prompt: str | None = None,
@@ -114,6 +115,9 @@ class LocalModel:
             raise ValueError(f"prompt_style: {prompt_style!r} is not one of {PROMPT_STYLES}")
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
+        if dtype == "auto":  # bf16 only where this CPU runs it natively
+            dtype = resolve_dtype(dtype, "dtype", "cpu").value
+        self.dtype = dtype
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size: {max_batch_size!r} must be at least 1")
         if decode_segment < 0:
@@ -138,9 +142,7 @@ class LocalModel:
                 f"prompt_style: 'chat' needs a chat template, and {str(self.path)!r} has none "
                 "(a base model? use 'fewshot')"
             )
-        # "auto": bf16, since the pool runs on CPU where AMX makes bf16 the fast path.
-        torch_dtype = torch.bfloat16 if dtype == "auto" else DTYPES[dtype]
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=DTYPES[dtype])
         self.model.eval()
         self.stop_ids = self._stop_ids()
 
