@@ -71,7 +71,7 @@ class ScriptedEngine:
     """Stands in for RolloutEngine: the k-th sample of a prompt answers right when k is even."""
 
     def __init__(self, tokenizer, pool, cfg, **_):
-        self.tok = tokenizer
+        self.tok, self.pool = tokenizer, pool
         self.run_log: list[dict] = []
         self.seen: Counter[str] = Counter()
 

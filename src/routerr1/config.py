@@ -197,6 +197,10 @@ class RolloutConfig:
     batch_size: int = 32
     reuse_kv_cache: bool = True
     decode_segment: int = 16
+    # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
+    model_match: str = "exact"
+    no_action: str = "stop"
+    observations: str = "routerr1"
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,12 @@ class TrainConfig:
     outcome: str = "em"
     cost_on_correct_only: bool = True
     cost_window: int = 1024
+    # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
+    format_rules: str = "routerr1"
+    cost_tie_value: float | None = None
+    cost_tokens: str = "input_output"
+    lr_scheduler: str = "linear"
+    weight_decay: float = 0.0
     save_steps: int = 2
     bf16: bool = False
     lora_r: int = 0
@@ -241,9 +251,7 @@ class EvalConfig:
                 "drop greedy (temperature > 0 samples)"
             )
         if self.greedy is False and self.temperature == 0:
-            raise ConfigError(
-                "eval.greedy: false needs eval.temperature > 0 (the paper sampled at 1.0)"
-            )
+            raise ConfigError("eval.greedy: false needs eval.temperature > 0")
 
     @property
     def sampled(self) -> bool:
