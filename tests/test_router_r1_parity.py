@@ -15,6 +15,7 @@ from test_grpo_env_mask import byte_tokenizer
 
 from routerr1 import stages
 from routerr1.config import (
+    ConfigError,
     PoolEntry,
     RolloutConfig,
     TrainConfig,
@@ -311,5 +312,20 @@ def test_optimizer_args(tmp_path, schedule, decay):
         sched.step()
     halfway = sched.get_last_lr()[0]
     assert halfway == pytest.approx(1e-3 if schedule == "constant" else 5e-4)
-    with pytest.raises(ValueError, match="train.lr_scheduler"):
-        optimizer_args(TrainConfig(lr_scheduler="cosine"))
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: RolloutConfig(model_match="fuzzy"), "rollout.model_match"),
+        (lambda: RolloutConfig(no_action="retry"), "rollout.no_action"),
+        (lambda: RolloutConfig(observations="verbose"), "rollout.observations"),
+        (lambda: TrainConfig(format_rules="strict"), "train.format_rules"),
+        (lambda: TrainConfig(cost_tokens="input"), "train.cost_tokens"),
+        (lambda: TrainConfig(lr_scheduler="cosine"), "train.lr_scheduler"),
+        (lambda: TrainConfig(cost_tie_value=2.0), "train.cost_tie_value"),
+    ],
+)
+def test_a_bad_parity_value_names_its_field(make, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        make()

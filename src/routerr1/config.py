@@ -157,6 +157,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return validate_config(raw)
 
 
+def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{field}: {value!r} is not one of {list(choices)}")
+
+
 @dataclass(frozen=True)
 class PoolEntry:
     name: str
@@ -202,6 +207,11 @@ class RolloutConfig:
     no_action: str = "stop"
     observations: str = "routerr1"
 
+    def __post_init__(self) -> None:
+        _check_choice("rollout.model_match", self.model_match, ("exact", "substring"))
+        _check_choice("rollout.no_action", self.no_action, ("stop", "continue"))
+        _check_choice("rollout.observations", self.observations, ("routerr1", "router-r1"))
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -228,6 +238,14 @@ class TrainConfig:
     share_prompt_prefix: bool = True
     gradient_checkpointing: bool = False
     keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("train.format_rules", self.format_rules, ("routerr1", "router-r1"))
+        _check_choice("train.cost_tokens", self.cost_tokens, ("input_output", "output"))
+        _check_choice("train.lr_scheduler", self.lr_scheduler, ("linear", "constant"))
+        tie = self.cost_tie_value
+        if tie is not None and not 0.0 <= tie <= 1.0:
+            raise ConfigError(f"train.cost_tie_value: must be in [0, 1] or null, got {tie!r}")
 
 
 @dataclass(frozen=True)

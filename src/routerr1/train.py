@@ -222,8 +222,6 @@ def batch_geometry(
 
 def optimizer_args(train_cfg: TrainConfig) -> dict[str, Any]:
     """GRPOConfig's schedule and weight decay (Router-R1: constant learning rate, decay 0.01)."""
-    if train_cfg.lr_scheduler not in ("linear", "constant"):
-        raise ValueError(f"train.lr_scheduler: {train_cfg.lr_scheduler!r} is not linear/constant")
     return {"lr_scheduler_type": train_cfg.lr_scheduler, "weight_decay": train_cfg.weight_decay}
 
 
