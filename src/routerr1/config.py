@@ -182,6 +182,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return validate_config(raw)
 
 
+def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{field}: {value!r} is not one of {list(choices)}")
+
+
 @dataclass(frozen=True)
 class PoolEntry:
     name: str
@@ -222,6 +227,15 @@ class RolloutConfig:
     batch_size: int = 32
     reuse_kv_cache: bool = True
     decode_segment: int = 16
+    # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
+    model_match: str = "exact"
+    no_action: str = "stop"
+    observations: str = "routerr1"
+
+    def __post_init__(self) -> None:
+        _check_choice("rollout.model_match", self.model_match, ("exact", "substring"))
+        _check_choice("rollout.no_action", self.no_action, ("stop", "continue"))
+        _check_choice("rollout.observations", self.observations, ("routerr1", "router-r1"))
 
 
 @dataclass(frozen=True)
@@ -236,6 +250,12 @@ class TrainConfig:
     outcome: str = "em"
     cost_on_correct_only: bool = True
     cost_window: int = 1024
+    # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
+    format_rules: str = "routerr1"
+    cost_tie_value: float | None = None
+    cost_tokens: str = "input_output"
+    lr_scheduler: str = "linear"
+    weight_decay: float = 0.0
     save_steps: int = 2
     precision: str = "auto"  # auto | bf16 | fp32, resolved on the machine that trains
     lora_r: int = 0
@@ -243,6 +263,14 @@ class TrainConfig:
     share_prompt_prefix: bool = True
     gradient_checkpointing: bool = False
     keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("train.format_rules", self.format_rules, ("routerr1", "router-r1"))
+        _check_choice("train.cost_tokens", self.cost_tokens, ("input_output", "output"))
+        _check_choice("train.lr_scheduler", self.lr_scheduler, ("linear", "constant"))
+        tie = self.cost_tie_value
+        if tie is not None and not 0.0 <= tie <= 1.0:
+            raise ConfigError(f"train.cost_tie_value: must be in [0, 1] or null, got {tie!r}")
 
 
 @dataclass(frozen=True)
@@ -266,9 +294,7 @@ class EvalConfig:
                 "drop greedy (temperature > 0 samples)"
             )
         if self.greedy is False and self.temperature == 0:
-            raise ConfigError(
-                "eval.greedy: false needs eval.temperature > 0 (the paper sampled at 1.0)"
-            )
+            raise ConfigError("eval.greedy: false needs eval.temperature > 0")
 
     @property
     def sampled(self) -> bool:

@@ -545,6 +545,18 @@ def sample_splits(cfg: SamplingConfig, source: Callable[[str], Path]) -> Sampled
     return out
 
 
+def with_question_mark(records: Iterable[QARecord]) -> list[QARecord]:
+    """Each question stripped and ending in '?' (one is appended when missing), as Router-R1's
+    data scripts write them. Disjointness is unaffected: normalize_question trims punctuation."""
+    out = []
+    for r in records:
+        question = r.question.strip()
+        if not question.endswith("?"):
+            question += "?"
+        out.append(QARecord(r.id, question, r.golden_answers, r.benchmark, r.split))
+    return out
+
+
 # --------------------------------------------------------------------------- parquet I/O
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "extract_answer",
     "strip_tags",
     "FormatResult",
+    "FORMAT_RULES",
+    "MODEL_MATCHES",
     "check_format",
 ]
 
@@ -57,6 +59,15 @@ PLACEHOLDER_QUERIES: frozenset[str] = frozenset(
 )
 # Wrappers a policy puts around a model name ("**Qwen**", "`Qwen`"); stripped before lookup.
 _NAME_WRAPPERS = "\"'`*"
+# check_format's rule sets: ours, or ours plus the extra rejections of Router-R1's
+# `format_reward` (verl/trainer/main_ppo.py); docs/router-r1.md lists them.
+FORMAT_RULES: tuple[str, ...] = ("routerr1", "router-r1")
+# How a written model name finds its pool model: "exact" (case and separators aside) or
+# "substring" (Router-R1's `check_llm_name` accepts any name containing a model's keyword).
+MODEL_MATCHES: tuple[str, ...] = ("exact", "substring")
+# Router-R1 rejects a search whose text contains its prompt's placeholders anywhere.
+_ROUTER_R1_PLACEHOLDERS = ("llm-name", "your-query")
+_UNKNOWN_MODEL = "unknown model"
 
 
 def canonical_model_key(name: str) -> str:
@@ -70,11 +81,22 @@ class ModelNameResolver:
     `aliases` maps a canonical name to extra spellings. Two entries that canonicalize to the same
     key but point at different models raise ValueError; a redundant alias of the same model
     (e.g. "qwen 1.5b" for "Qwen-1.5B") is accepted.
+
+    `match` "substring" also resolves a written name that is not a name or alias: to the model
+    with the longest name or alias contained in it, else to the one model whose name or alias
+    contains it (all canonical); ambiguity resolves to nothing. It approximates Router-R1's
+    keyword matching ("qwen" anywhere means Qwen2.5-7B-Instruct).
     """
 
     def __init__(
-        self, names: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
+        self,
+        names: Sequence[str],
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        match: str = "exact",
     ) -> None:
+        if match not in MODEL_MATCHES:
+            raise ValueError(f"match must be one of {MODEL_MATCHES}, got {match!r}")
+        self.match = match
         if isinstance(names, str):
             raise ValueError(
                 f"names must be a sequence of model names, not a single str: {names!r}"
@@ -125,8 +147,19 @@ class ModelNameResolver:
         """Exact pool name for `raw`, or None if it names no known model."""
         if not isinstance(raw, str):
             return None
-        entry = self._index.get(canonical_model_key(raw))
-        return entry[1] if entry is not None else None
+        key = canonical_model_key(raw)
+        entry = self._index.get(key)
+        if entry is not None:
+            return entry[1]
+        if self.match != "substring" or not key:
+            return None
+        inside = [(len(k), target) for k, (_, target, _) in self._index.items() if k in key]
+        if inside:
+            longest = max(n for n, _ in inside)
+            targets = {t for n, t in inside if n == longest}
+            return targets.pop() if len(targets) == 1 else None
+        around = {target for k, (_, target, _) in self._index.items() if key in k}
+        return around.pop() if len(around) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -141,6 +174,11 @@ class SearchCall:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def unknown_model(self) -> bool:
+        """Well-formed, but the name matches no pool model."""
+        return self.error is not None and self.error.startswith(_UNKNOWN_MODEL)
 
 
 def _placeholder_key(text: str) -> str:
@@ -180,7 +218,8 @@ def parse_search(content: str, resolver: ModelNameResolver) -> SearchCall:
         )
     if model is None:
         known = ", ".join(resolver.names)
-        return SearchCall(None, query, content, f"unknown model {model_text!r}; known: {known}")
+        error = f"{_UNKNOWN_MODEL} {model_text!r}; known: {known}"
+        return SearchCall(None, query, content, error)
     return SearchCall(model, query, content, None)
 
 
@@ -272,6 +311,7 @@ def check_format(
     trajectory: str,
     resolver: ModelNameResolver,
     injected_information: int | None = None,
+    rules: str = "routerr1",
 ) -> FormatResult:
     """Whether a full trajectory (policy text + injected information) is well-formed.
 
@@ -285,8 +325,12 @@ def check_format(
       5. as many search as information blocks, each information block directly after a
          search block (only whitespace between);
       6. every search is well-formed and names a known model.
-    Never raises on any string.
+    `rules` "router-r1" adds Router-R1's rejections: a think block that is only "...", a search
+    without exactly one ':', one whose text contains "llm-name" or "your-query", and one whose
+    query contains the model name as written. Never raises on any string.
     """
+    if rules not in FORMAT_RULES:
+        raise ValueError(f"rules must be one of {FORMAT_RULES}, got {rules!r}")
     if not isinstance(trajectory, str):
         return _fail(f"trajectory is not text ({type(trajectory).__name__})")
     if injected_information is not None:
@@ -308,6 +352,8 @@ def check_format(
     for i, b in enumerate(b for b in blocks if b.tag == "think"):
         if not b.content.strip():
             return _fail(f"empty <think> block (think block {i + 1})")
+        if rules == "router-r1" and b.content.strip() == "...":
+            return _fail(f"<think> block {i + 1} is only '...'")
 
     n_search = sum(b.tag == "search" for b in blocks)
     n_info = sum(b.tag == "information" for b in blocks)
@@ -329,4 +375,23 @@ def check_format(
         call = parse_search(b.content, resolver)
         if call.error is not None:
             return _fail(f"invalid search {search_seen}: {call.error}")
+        if rules == "router-r1":
+            error = _router_r1_search_error(b.content)
+            if error is not None:
+                return _fail(f"invalid search {search_seen}: {error}")
     return FormatResult(True, None)
+
+
+def _router_r1_search_error(content: str) -> str | None:
+    """Router-R1's extra search rules (`format_reward` in their verl/trainer/main_ppo.py)."""
+    text = content.strip()
+    if text.count(":") != 1:
+        return f"{text.count(':')} ':' separators; Router-R1's rules want exactly one"
+    lowered = text.lower()
+    for placeholder in _ROUTER_R1_PLACEHOLDERS:
+        if placeholder in lowered:
+            return f"contains the placeholder {placeholder!r}"
+    model_text, query = (part.strip() for part in lowered.split(":"))
+    if model_text in query:
+        return f"the query repeats the model name {model_text!r}"
+    return None

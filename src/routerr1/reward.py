@@ -1,8 +1,11 @@
 """Router-R1 reward: format, outcome (EM/F1) and cost, and their combination.
 
-Differences from the paper's code, on purpose:
-- cost counts input and output tokens (`call_cost`); the paper counted output tokens only;
-- train and eval each own a `CostNormalizer` (the paper shared one buffer across both);
+Differences from Router-R1's released code (all listed in docs/router-r1.md):
+- cost counts input and output tokens (`call_cost`); theirs counted output tokens only
+  (`train.cost_tokens: output` restores that);
+- training owns its `CostNormalizer` (theirs shared one buffer with validation);
+- when the window's percentiles tie, the cheapest trajectories still get 1.0 (theirs gave every
+  trajectory 0.5: `train.cost_tie_value: 0.5`);
 - paying the cost term only on correct answers (Router-R1's code) is a switch,
   `cost_on_correct_only`, rather than hard-wired.
 
@@ -72,11 +75,17 @@ class CostNormalizer:
     Degenerate cases, chosen so that no cost is ever rewarded as cheap without evidence:
     - empty window: 1.0 for a zero cost (nothing can be cheaper), else 0.5 (no scale: neutral);
     - hi == lo (all recent costs alike): 1.0 if sqrt(cost) <= lo (as cheap as anything seen),
-      else 0.5.
+      else 0.5; with `tie_value` set, that value for every cost instead (Router-R1 gave 0.5).
     Use one instance for training and a separate one for evaluation.
     """
 
-    def __init__(self, window: int = 1024, low_pct: float = 5.0, high_pct: float = 95.0) -> None:
+    def __init__(
+        self,
+        window: int = 1024,
+        low_pct: float = 5.0,
+        high_pct: float = 95.0,
+        tie_value: float | None = None,
+    ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive int, got {window!r}")
         if not 0.0 <= low_pct < high_pct <= 100.0:
@@ -84,6 +93,9 @@ class CostNormalizer:
                 f"low_pct/high_pct must satisfy 0 <= low_pct < high_pct <= 100, "
                 f"got low_pct={low_pct!r}, high_pct={high_pct!r}"
             )
+        if tie_value is not None:
+            _check_unit(tie_value, "tie_value")
+        self.tie_value = tie_value
         self.window = window
         self.low_pct = float(low_pct)
         self.high_pct = float(high_pct)
@@ -129,6 +141,8 @@ class CostNormalizer:
             return 1.0 if cost == 0 else 0.5
         lo, hi = bounds
         if hi <= lo:
+            if self.tie_value is not None:
+                return self.tie_value
             return 1.0 if root <= lo else 0.5
         scaled = (root - lo) / (hi - lo)
         return 1.0 - min(max(scaled, 0.0), 1.0)
@@ -188,18 +202,22 @@ def score_trajectory(
     cost_on_correct_only: bool,
     outcome: str = "em",
     injected_information: int | None = None,
+    format_rules: str = "routerr1",
 ) -> RewardBreakdown:
     """Reward for one trajectory. `normalizer` must already have observed the batch's costs.
 
     `outcome` picks the outcome reward: "em", "f1" or "cover_em". `injected_information` is the
     number of `<information>` blocks the rollout injected; a different count in the trajectory
-    means the policy wrote its own and the format fails. Never raises on trajectory text.
+    means the policy wrote its own and the format fails. `format_rules` picks check_format's
+    rule set ("routerr1" or "router-r1"). Never raises on trajectory text.
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     _check_unit(alpha, "alpha")
     _check_non_negative(cost, "cost")
-    fmt = check_format(trajectory, resolver, injected_information=injected_information)
+    fmt = check_format(
+        trajectory, resolver, injected_information=injected_information, rules=format_rules
+    )
     answer = extract_answer(trajectory) if isinstance(trajectory, str) else None
     em = exact_match(answer, golds)
     f1 = f1_score(answer, golds)

@@ -207,7 +207,7 @@ class RolloutEngine:
         self.pool = pool
         self.cfg = cfg
         self.batch_size = batch_size
-        self.resolver = resolver or ModelNameResolver(pool.names, pool.aliases)
+        self.resolver = resolver or ModelNameResolver(pool.names, pool.aliases, cfg.model_match)
         self.show_progress = show_progress
         self.autocast_bf16 = autocast_bf16
         self.timings: dict[str, float] = {"policy_generate_s": 0.0, "pool_s": 0.0}
@@ -486,7 +486,13 @@ class RolloutEngine:
 
     def _observation_ids(self, text: str, capped: bool) -> list[int]:
         # a reply that echoes our tags would break the policy's format through no fault of its own
-        body = self.tok(strip_tags(text), add_special_tokens=False).input_ids
+        text = strip_tags(text)
+        if self.cfg.observations == "router-r1":
+            # Router-R1 caps the wrapped block, so a long reply loses its closing tag
+            wrapped = f"\n\n<information>{text.strip()}</information>\n\n"
+            ids = self.tok(wrapped, add_special_tokens=False).input_ids
+            return ids[: self.cfg.info_max_tokens] if capped else ids
+        body = self.tok(text, add_special_tokens=False).input_ids
         if capped:
             body = body[: self.cfg.info_max_tokens]
         body_text = self.tok.decode(body, skip_special_tokens=True)
@@ -516,33 +522,46 @@ class RolloutEngine:
             for traj, gen in zip(active, gens, strict=True):
                 cut, action = cut_at_action(self.tok, gen)
                 piece = gen[:cut]
+                go_on = action is None and not final and self.cfg.no_action == "continue"
+                if go_on:  # the next turn continues this text, as if the policy had not stopped
+                    while piece and piece[-1] in self.eos_ids:
+                        piece = piece[:-1]
                 traj.completion_ids += piece
                 traj.env_mask += [1] * len(piece)
+                if go_on:
+                    continue
                 if action != "search" or final:
                     traj.done = True  # answered, stopped, ran out of tokens, or routing is off
                     continue
                 turn_text = self.tok.decode(piece, skip_special_tokens=True)
                 call = parse_search(last_search_content(turn_text) or "", self.resolver)
-                if call.error is not None:
-                    traj.invalid_actions += 1
-                    self._inject(
-                        traj,
-                        f"Invalid search: {call.error}. Write "
-                        f"<search>Model-Name: question</search> with a name from: "
-                        f"{', '.join(self.pool.names)}.",
-                        capped=False,  # our own guidance is short and must arrive whole
-                    )
-                else:
+                if call.error is None:
                     requests.append((traj, call.model, call.query))
+                    continue
+                traj.invalid_actions += 1
+                if self.cfg.observations == "router-r1":
+                    if call.unknown_model:  # their pool answers "LLM Name Error" -> None
+                        self._inject(traj, "None", capped=True)
+                    continue  # a malformed search gets no observation there
+                self._inject(
+                    traj,
+                    f"Invalid search: {call.error}. Write "
+                    f"<search>Model-Name: question</search> with a name from: "
+                    f"{', '.join(self.pool.names)}.",
+                    capped=False,  # our own guidance is short and must arrive whole
+                )
             if requests:
                 t_pool = time.perf_counter()
                 results = self.pool.call([(m, q) for _, m, q in requests])
                 self.timings["pool_s"] += time.perf_counter() - t_pool
                 for (traj, _, _), res in zip(requests, results, strict=True):
                     traj.calls.append(res)
-                    obs = (
-                        res.text if res.error is None else f"Model {res.model} failed: {res.error}"
-                    )
+                    if res.error is None:
+                        obs = res.text
+                    elif self.cfg.observations == "router-r1":
+                        obs = "None"  # Router-R1 hides a failed call's error
+                    else:
+                        obs = f"Model {res.model} failed: {res.error}"
                     self._inject(traj, obs, capped=True)
             for traj in active:
                 if len(traj.completion_ids) >= self.cfg.max_total_tokens:

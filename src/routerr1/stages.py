@@ -105,11 +105,13 @@ def download_data(
 ) -> dict[str, Any]:
     """Sample the three sets; an eval benchmark missing from the source is skipped with a
     warning, and the returned manifest (also written to ``manifest_out``) says which and why."""
-    from routerr1.data import records_to_frame
+    from routerr1.data import records_to_frame, with_question_mark
 
     splits, source_name = _sampled(cfg)
     for name, path in (("train", train_out), ("eval", eval_out), ("profile", profile_out)):
         records = getattr(splits, name)
+        if cfg["data"].get("question_mark"):  # as Router-R1's data scripts
+            records = with_question_mark(records)
         write_parquet_atomic(records_to_frame(records), path)
         log.info("%s: %d questions -> %s", name, len(records), path)
     for bench, reason in splits.skipped.items():
@@ -253,7 +255,7 @@ def warmstart(
         key, tags = f"warm_start/alpha~{alpha!r}", {**tags, "alpha": str(alpha)}
     descriptors = load_descriptors(descriptors_in)
     pool = _pool(cfg, models_root)
-    resolver = ModelNameResolver(pool.names, pool.aliases)
+    resolver = ModelNameResolver(pool.names, pool.aliases, rcfg.model_match)
     heldout = read_records(heldout_in)
     random.Random(cfg["seed"]).shuffle(heldout)
     heldout = heldout[: wcfg.n_eval]

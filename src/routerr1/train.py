@@ -20,8 +20,8 @@ from routerr1.parse import ModelNameResolver
 from routerr1.pool.base import Pool
 from routerr1.precision import resolve_policy_dtype, resolve_precision
 from routerr1.prompt import Descriptor, router_prompts
-from routerr1.reward import CostNormalizer, score_trajectory
-from routerr1.rollout import RolloutEngine
+from routerr1.reward import CostNormalizer, call_cost, score_trajectory
+from routerr1.rollout import RolloutEngine, Trajectory
 from routerr1.shared_prefix import shared_prefix_trainer
 from routerr1.vllm_rollout import VllmConfig, VllmRolloutEngine, check_runtime, grpo_vllm_kwargs
 
@@ -57,7 +57,8 @@ class RouterReward:
         self.alpha = alpha
         self.resolver = resolver
         self.cfg = cfg
-        self.normalizer = CostNormalizer(window=cfg.cost_window)  # train-only buffer
+        # train-only buffer (Router-R1 shared one with validation)
+        self.normalizer = CostNormalizer(window=cfg.cost_window, tie_value=cfg.cost_tie_value)
         self.__name__ = "router_reward"
 
     def __call__(
@@ -85,6 +86,7 @@ class RouterReward:
                 self.cfg.cost_on_correct_only,
                 outcome=self.cfg.outcome,
                 injected_information=inj,
+                format_rules=self.cfg.format_rules,
             )
             for text, golds, cost, inj in zip(
                 completions, golden_answers, pool_cost, injected, strict=True
@@ -106,10 +108,20 @@ class RouterReward:
         return [p.total for p in parts]
 
 
-def make_rollout_func(engine: RolloutEngine):
+def reward_cost(traj: Trajectory, pool: Pool, cost_tokens: str = "input_output") -> float:
+    """The pool cost the reward sees: every token (ours), or output tokens only (Router-R1)."""
+    if cost_tokens == "input_output":
+        return traj.cost
+    if cost_tokens != "output":
+        raise ValueError(f"train.cost_tokens: {cost_tokens!r} is not input_output or output")
+    return sum(call_cost(0, c.out_tokens, 0.0, pool.entries[c.model].price_out) for c in traj.calls)
+
+
+def make_rollout_func(engine: RolloutEngine, cost_tokens: str = "input_output"):
     """Adapt the engine to TRL 1.16's ``rollout_func(prompts, trainer)``.
 
-    Prompts arrive already repeated ``num_generations`` times by TRL's sampler.
+    Prompts arrive already repeated ``num_generations`` times by TRL's sampler. ``pool_cost`` is
+    what the reward normalizes (``reward_cost``).
     """
 
     def rollout_func(prompts: list[str], trainer) -> dict[str, list]:
@@ -129,7 +141,7 @@ def make_rollout_func(engine: RolloutEngine):
             "completion_ids": [t.completion_ids for t in trajs],
             "logprobs": None,
             "env_mask": [t.env_mask for t in trajs],
-            "pool_cost": [t.cost for t in trajs],
+            "pool_cost": [reward_cost(t, engine.pool, cost_tokens) for t in trajs],
             "injected": [t.injected for t in trajs],
             "pool_calls": [len(t.calls) for t in trajs],
             "invalid_actions": [t.invalid_actions for t in trajs],
@@ -210,6 +222,11 @@ def batch_geometry(
     return gen_batch, micro, per_process // micro
 
 
+def optimizer_args(train_cfg: TrainConfig) -> dict[str, Any]:
+    """GRPOConfig's schedule and weight decay (Router-R1: constant learning rate, decay 0.01)."""
+    return {"lr_scheduler_type": train_cfg.lr_scheduler, "weight_decay": train_cfg.weight_decay}
+
+
 def _last_checkpoint(output_dir: Path) -> str | None:
     """The newest complete checkpoint. The Trainer writes a checkpoint in place and its
     ``trainer_state.json`` last, so a job killed while saving leaves a folder without it."""
@@ -261,7 +278,7 @@ def train_router(
     precision = resolve_precision(train_cfg.precision)
     log.info("train.precision: %s (%s)", precision.value, precision.reason)
     bf16 = precision.value == "bf16"
-    resolver = ModelNameResolver(pool.names, pool.aliases)
+    resolver = ModelNameResolver(pool.names, pool.aliases, rollout_cfg.model_match)
     engine_class = VllmRolloutEngine if vllm.enabled else RolloutEngine
     engine = engine_class(
         tok,
@@ -283,6 +300,7 @@ def train_router(
         output_dir=str(checkpoint_dir),
         max_steps=train_cfg.max_steps,
         learning_rate=train_cfg.learning_rate,
+        **optimizer_args(train_cfg),
         beta=train_cfg.beta,
         num_generations=train_cfg.num_generations,
         per_device_train_batch_size=micro,
@@ -327,7 +345,7 @@ def train_router(
         args=args,
         train_dataset=dataset,
         processing_class=tok,
-        rollout_func=make_rollout_func(engine),
+        rollout_func=make_rollout_func(engine, train_cfg.cost_tokens),
     )
     from trl.distributed import DistributedBackend
 
