@@ -20,7 +20,6 @@ evaluations only.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import uuid
@@ -34,6 +33,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+
+from routerr1.frontier import aiq, pareto_frontier
 
 __all__ = [
     "AVERAGE",
@@ -301,90 +302,6 @@ def aggregate(
 
 
 # --------------------------------------------------------------------------- frontier and AIQ
-
-
-def _as_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
-    arr = np.asarray(points, dtype=float).reshape(-1, 2) if len(points) else np.empty((0, 2))
-    if not np.isfinite(arr).all():
-        raise ValueError(f"points must be finite (cost, quality) pairs, got {list(points)!r}")
-    return arr
-
-
-def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated (cost, quality) points, sorted by cost (then quality desc).
-
-    A point is dominated when another is no more expensive and no worse, and strictly better on
-    one of the two. Identical points do not dominate each other, so both are kept.
-    """
-    arr = _as_points(points)
-    keep = []
-    for i, (c, q) in enumerate(arr):
-        no_worse = (arr[:, 0] <= c) & (arr[:, 1] >= q)
-        better = (arr[:, 0] < c) | (arr[:, 1] > q)
-        if not (no_worse & better).any():
-            keep.append(i)
-    return sorted(keep, key=lambda i: (arr[i, 0], -arr[i, 1], i))
-
-
-def _upper_hull(xy: np.ndarray) -> np.ndarray:
-    """Upper concave hull of points with distinct, increasing x (monotone chain)."""
-    hull: list[np.ndarray] = []
-    for p in xy:
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            # Drop the middle point when it lies on or below the chord to p.
-            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(p)
-    return np.array(hull)
-
-
-def aiq(
-    points: Sequence[tuple[float, float]], cost_range: tuple[float, float] | None = None
-) -> float:
-    """Average Improvement in Quality (after RouterBench): mean of the cost-quality hull.
-
-    Definition implemented here, on linear (not log) dollar cost:
-    1. Take the family's (cost, quality) points plus the free abstention point (0, 0): never
-       answering costs nothing and scores nothing.
-    2. Build their upper concave hull. Any point on it is reached by randomly mixing two
-       operating points (or one with abstaining), so it is the best quality per cost budget.
-    3. Make it non-decreasing: past the best-quality point it stays flat (budget left unspent).
-    4. Average it over `cost_range` = (lo, hi), i.e. integrate over the cost normalized linearly
-       to [0, 1]. The report passes the min and max cost over *all* methods on the page, so
-       families are comparable; without it the points' own min and max are used.
-
-    Properties: 0 <= aiq <= max quality; adding a point never lowers it (a family is not
-    punished for offering a cheaper operating point); multiplying all costs and the range by a
-    constant leaves it unchanged. If lo == hi (e.g. one point and no range) the hull's value at
-    that cost is returned, so a single point scores its own quality. A family whose cheapest
-    point costs more than lo is charged for it: below that cost it only reaches the abstention
-    mix. Result is in the quality's units (EM % in the report).
-    """
-    arr = _as_points(points)
-    if len(arr) == 0:
-        raise ValueError("aiq needs at least one (cost, quality) point")
-    if (arr[:, 0] < 0).any():
-        raise ValueError(f"costs must be >= 0, got {arr[:, 0].min()!r}")
-    lo, hi = cost_range if cost_range is not None else (arr[:, 0].min(), arr[:, 0].max())
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo <= hi:
-        raise ValueError(f"cost_range must be finite with 0 <= lo <= hi, got {(lo, hi)!r}")
-
-    pts = pd.DataFrame(np.vstack([[0.0, 0.0], arr]), columns=["c", "q"])
-    best = pts.groupby("c")["q"].max()  # one point per cost: the best quality there
-    hull = _upper_hull(np.column_stack([best.index.to_numpy(), best.to_numpy()]))
-    hull = hull[: int(np.argmax(hull[:, 1])) + 1]  # concave, so rising up to its peak
-    hx, hy = hull[:, 0], hull[:, 1]
-    if hi == lo:
-        return float(np.interp(lo, hx, hy))
-    # Piecewise linear, flat past the last hull point (np.interp clamps), starts at cost 0.
-    xs = np.unique(np.concatenate([[lo, hi], hx[(hx > lo) & (hx < hi)]]))
-    ys = np.interp(xs, hx, hy)
-    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
-    return area / (hi - lo)
 
 
 def family_aiq(summary: pd.DataFrame, benchmark: str = AVERAGE) -> pd.DataFrame:
