@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from routerr1.frontier import hull_curve
+from routerr1.frontier import frontier_values, hull_curve
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -138,7 +138,6 @@ class PairedBootstrap:
         self.cost_point = self.macro_point(self.single_cost)
         self.em_boot = self.macro_boot(self.single_em)
         self.cost_boot = self.macro_boot(self.single_cost)
-        self._hulls: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     # -- macro averages ------------------------------------------------------------------------
     def _stratum_mask(self) -> np.ndarray:
@@ -165,14 +164,7 @@ class PairedBootstrap:
 
     def frontier_boot(self, costs: np.ndarray) -> np.ndarray:
         """The single-model frontier of each resample, read at that resample's ``costs``."""
-        if self._hulls is None:
-            self._hulls = [
-                hull_curve(np.column_stack([c, e]))
-                for c, e in zip(self.cost_boot, self.em_boot, strict=True)
-            ]
-        return np.array(
-            [np.interp(c, hx, hy) for c, (hx, hy) in zip(costs, self._hulls, strict=True)]
-        )
+        return frontier_values(self.cost_boot, self.em_boot, costs)
 
     def best_single(self) -> int:
         """Index of the best single model on the full sample: highest EM, ties to the cheaper."""

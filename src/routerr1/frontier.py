@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["aiq", "frontier_at", "hull_curve", "pareto_frontier"]
+__all__ = ["aiq", "frontier_at", "frontier_values", "hull_curve", "pareto_frontier"]
 
 
 def _as_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -87,6 +87,25 @@ def frontier_at(points: Sequence[tuple[float, float]], cost: float | np.ndarray)
     """
     hx, hy = hull_curve(points)
     return np.interp(np.asarray(cost, dtype=float), hx, hy)
+
+
+def frontier_values(costs: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """`frontier_at` for many point sets at once (the bootstrap's resamples), vectorized.
+
+    Row b of ``costs`` / ``quality`` (sets, points) is one set of points, read at ``at[b]``.
+    Same value as `hull_curve`: the best mix of two points (abstention at (0, 0) included)
+    whose costs bracket the budget, or the best single point within it (the flat part).
+    """
+    c = np.column_stack([np.zeros(len(costs)), np.asarray(costs, dtype=float)])
+    q = np.column_stack([np.zeros(len(quality)), np.asarray(quality, dtype=float)])
+    x = np.asarray(at, dtype=float)[:, None, None]
+    ci, cj = c[:, :, None], c[:, None, :]
+    qi, qj = q[:, :, None], q[:, None, :]
+    bracket = (ci <= x) & (x <= cj) & (ci < cj)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mix = np.where(bracket, qi + (qj - qi) * (x - ci) / (cj - ci), -np.inf)
+    within = np.where(c <= x[:, :, 0], q, -np.inf)  # x[:, :, 0] has shape (sets, 1)
+    return np.maximum(mix.max(axis=(1, 2)), within.max(axis=1))
 
 
 def aiq(

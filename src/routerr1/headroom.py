@@ -67,7 +67,7 @@ CASCADE_WORD_LIMITS: tuple[int | None, ...] = (1, 2, 3, 5, 8, 13, None)
 # Pre-routing trade-off: route to argmax(predicted EM - lambda * cost / most expensive cost).
 PREROUTE_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 PREROUTE_RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
-PREROUTE_MAX_FEATURES = 2000
+PREROUTE_MAX_FEATURES = 1000
 MAJORITY_MAX_MODELS = 8  # above this, only prefixes of the training-EM ranking are tried
 COLUMNS = [
     "strategy",
@@ -301,6 +301,21 @@ def tfidf(
     return matrix(train), matrix(test)
 
 
+def _thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD through the eigendecomposition of the smaller Gram matrix: many times faster
+    than LAPACK's gesdd here, and exact enough for ridge (directions with a negligible singular
+    value are dropped; ridge shrinks them to nothing anyway)."""
+    n, d = x.shape
+    gram = x.T @ x if n >= d else x @ x.T
+    vals, vecs = np.linalg.eigh(gram)
+    keep = vals > max(float(vals.max()), 0.0) * 1e-12
+    vals, vecs = vals[keep], vecs[:, keep]
+    s = np.sqrt(vals)
+    if n >= d:  # vecs are the right singular vectors
+        return (x @ vecs) / s, s, vecs.T
+    return vecs, s, ((x.T @ vecs) / s).T
+
+
 def ridge_predictions(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -310,7 +325,7 @@ def ridge_predictions(
     residual / (1 - leverage)). Returns (leave-one-out predictions on train, predictions on
     test, the penalty).
     """
-    u, s, vt = np.linalg.svd(x_train, full_matrices=False)
+    u, s, vt = _thin_svd(x_train)
     uty = u.T @ y_train
     best = None
     for r in PREROUTE_RIDGES:
@@ -472,6 +487,7 @@ class HeadroomResult:
     seed: int
     n_resamples: int
     models: tuple[str, ...]
+    level: float = DEFAULT_LEVEL
 
 
 def _strategies(t: SingleTable, folds: np.ndarray) -> list[tuple[str, str, bool, tuple, str]]:
@@ -563,6 +579,7 @@ def headroom(
         seed=seed,
         n_resamples=n_resamples,
         models=t.models,
+        level=level,
     )
 
 
@@ -575,8 +592,9 @@ def _interval(d: float, lo: float, hi: float) -> str:
     return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark}"
 
 
-def _table(rows: pd.DataFrame, names_in_order: list[str]) -> list[str]:
-    head = "| strategy | learned | EM % | $ / question | frontier EM % | Δ frontier [95% CI] | "
+def _table(rows: pd.DataFrame, names_in_order: list[str], level: float) -> list[str]:
+    ci = f"{100 * level:g}% CI"
+    head = f"| strategy | learned | EM % | $ / question | frontier EM % | Δ frontier [{ci}] | "
     out = [head + "chosen on training folds |", "|---|---|---|---|---|---|---|"]
     by = {r.strategy: r for r in rows.itertuples(index=False)}
     for name in names_in_order:
@@ -609,7 +627,8 @@ def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
         f"({result.folds}-fold, stratified by benchmark, seed {result.seed}).",
         "- **frontier EM**: the best EM a random mix of single models reaches at the strategy's "
         "cost (their upper cost-EM hull, with free abstention at $0). **Δ frontier**: EM minus "
-        f"that, with a paired-bootstrap 95% interval ({result.n_resamples} resamples of the "
+        f"that, with a paired-bootstrap {100 * result.level:g}% interval ({result.n_resamples} "
+        "resamples of the "
         "questions, within each benchmark). ▲ / ▼: the interval excludes zero (a claim); "
         "otherwise the strategy is not distinguishable from mixing single models.",
         "- Cascade A -> B: ask A, and B only when A's answer is unusable (failed, empty, or "
@@ -626,7 +645,7 @@ def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
         title = "Average (macro over benchmarks)" if page == AVERAGE else page
         out += [f"## {title}", ""]
         singles = part[part["kind"] == "single"].sort_values("cost")["strategy"].tolist()
-        out += _table(part, [*singles, *_MAIN]) + [""]
+        out += _table(part, [*singles, *_MAIN], result.level) + [""]
         a = aiq_by.loc[page]
         out += [
             f"Best single model: {a['best_single']}. Frontier AIQ (mean frontier EM over "
@@ -643,7 +662,8 @@ def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
                     "Δ is exploratory, 'best cascade' above is the honest pick):",
                     "",
                 ]
-                out += _table(part, pairs["strategy"].head(top_pairs).tolist()) + [""]
+                top = pairs["strategy"].head(top_pairs).tolist()
+                out += _table(part, top, result.level) + [""]
     return "\n".join(out)
 
 
@@ -654,6 +674,7 @@ def write_headroom(
     folds: int = 5,
     seed: int = 0,
     n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> HeadroomResult:
     """Read the single-model parquets, compute the headroom, write markdown and csv atomically."""
     from routerr1.io import atomic_path
@@ -661,7 +682,7 @@ def write_headroom(
     if not single_paths:
         raise ValueError("single_paths: no single-model result files (eval.baselines: single)")
     rows = pd.concat([pd.read_parquet(p) for p in single_paths], ignore_index=True)
-    result = headroom(rows, folds=folds, seed=seed, n_resamples=n_resamples)
+    result = headroom(rows, folds=folds, seed=seed, n_resamples=n_resamples, level=level)
     with atomic_path(csv_path) as tmp:
         result.rows.to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:

@@ -316,10 +316,12 @@ def plot_routing(stats: pd.DataFrame, pdf_path: str | Path) -> None:
             part = stats[stats["benchmark"] == page].reset_index(drop=True)
             if part.empty:
                 continue
-            fig = Figure(figsize=(14, 1.2 + 0.45 * len(part)), layout="constrained")
+            fig = Figure(figsize=(14, 2.4 + 0.45 * len(part)), layout="constrained")
             axes = fig.subplots(1, 3, sharey=True)
             y = np.arange(len(part))
-            _stacked(axes[0], y, part, first_cols, [c.removeprefix("first:") for c in first_cols])
+            labels = [c.removeprefix("first:") for c in first_cols]
+            shades = [f"C{i % 10}" if m != NO_CALL else "0.8" for i, m in enumerate(labels)]
+            _stacked(axes[0], y, part, first_cols, labels, shades)
             axes[0].set_title("first call goes to")
             calls = ["calls_0", "calls_1", "calls_2", "calls_3plus"]
             _stacked(axes[1], y, part, calls, ["0 calls", "1", "2", "3+"])
@@ -333,7 +335,8 @@ def plot_routing(stats: pd.DataFrame, pdf_path: str | Path) -> None:
                     "unchanged": (part["multi"] - part["changed"]) / multi,
                 }
             )
-            _stacked(axes[2], y, outcome, list(outcome.columns), list(outcome.columns))
+            colors = ["tab:green", "tab:red", "tab:gray", "0.85"]
+            _stacked(axes[2], y, outcome, list(outcome.columns), list(outcome.columns), colors)
             axes[2].set_title("questions with 2+ calls: final vs first reply")
             names = zip(part["method"], part["n"], strict=True)
             axes[0].set_yticks(y, [f"{m} (n={n})" for m, n in names])
@@ -342,15 +345,17 @@ def plot_routing(stats: pd.DataFrame, pdf_path: str | Path) -> None:
             pdf.savefig(fig)
 
 
-def _stacked(ax, y, frame: pd.DataFrame, cols: list[str], labels: list[str]) -> None:
+def _stacked(ax, y, frame: pd.DataFrame, cols: list[str], labels: list[str], colors=None) -> None:
     left = np.zeros(len(frame))
     for i, (col, label) in enumerate(zip(cols, labels, strict=True)):
         vals = frame[col].to_numpy(dtype=float)
-        ax.barh(y, vals, left=left, color=f"C{i % 10}", label=label)
+        color = colors[i] if colors else f"C{i % 10}"
+        ax.barh(y, vals, left=left, color=color, label=label)
         left += vals
     ax.set_xlim(0, 1)
     ax.set_xlabel("share")
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    # below the bars, so it never covers them
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
 
 
 # --------------------------------------------------------------------------- the rule
