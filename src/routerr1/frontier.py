@@ -102,7 +102,8 @@ def frontier_values(costs: np.ndarray, quality: np.ndarray, at: np.ndarray) -> n
     ci, cj = c[:, :, None], c[:, None, :]
     qi, qj = q[:, :, None], q[:, None, :]
     bracket = (ci <= x) & (x <= cj) & (ci < cj)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # pairs that do not bracket the budget may divide by ~0; np.where drops their values
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         mix = np.where(bracket, qi + (qj - qi) * (x - ci) / (cj - ci), -np.inf)
     within = np.where(c <= x[:, :, 0], q, -np.inf)  # x[:, :, 0] has shape (sets, 1)
     return np.maximum(mix.max(axis=(1, 2)), within.max(axis=1))
