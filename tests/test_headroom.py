@@ -206,3 +206,12 @@ def test_write_headroom_writes_markdown_and_csv(tmp_path):
     back = pd.read_csv(csv)
     assert len(back) == len(res.rows) and set(back["benchmark"]) == {AVERAGE, "nq", "hotpotqa"}
     assert render_headroom(res).startswith("# Headroom of the pool")
+
+
+def test_one_model_pool_and_fewer_questions_than_folds():
+    rows = _rows({"A": ["g0", "x", "g2"]}, ["g0", "g1", "g2"], {"A": 1.0})
+    res = headroom(rows, folds=5, seed=0, n_resamples=50)  # 3 questions: 3 folds
+    assert res.folds == 3
+    assert set(res.rows["strategy"]) == {"single:A", "oracle"}
+    with pytest.raises(ValueError, match="2\\+"):
+        headroom(_rows({"A": ["g"]}, ["g"], {"A": 1.0}), n_resamples=50)

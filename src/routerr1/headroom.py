@@ -497,6 +497,8 @@ def _strategies(t: SingleTable, folds: np.ndarray) -> list[tuple[str, str, bool,
         out.append((f"single:{m}", "single", False, (t.em[:, i], t.cost[:, i]), ""))
     o_em, o_cost = oracle(t)
     out.append(("oracle", "oracle", False, (o_em, o_cost), "reads the gold answers"))
+    if len(t.models) < 2:  # nothing to cascade, vote or route between
+        return out
     em, cost, notes = _cross_validate(t, folds, _best_cascade_fit(t))
     out.append(("best cascade", "cascade", True, (em, cost), _summarize_notes(notes)))
     em, cost, notes = _cross_validate(t, folds, _majority_fit(t))
@@ -527,6 +529,11 @@ def headroom(
     EM and the frontier are in %, cost in mean dollars per question.
     """
     t = single_table(single_rows)
+    if t.n_questions < 2:
+        raise ValueError(
+            f"single rows: {t.n_questions} question(s); the headroom's cross-validation needs 2+"
+        )
+    folds = min(folds, t.n_questions)  # a tiny test config has fewer questions than folds
     fold = fold_ids(t.benchmark, folds, seed)
     strategies = _strategies(t, fold)
     pages = [AVERAGE, *t.benchmarks]  # the same pages as summary.md and pareto.pdf
