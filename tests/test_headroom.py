@@ -215,3 +215,13 @@ def test_one_model_pool_and_fewer_questions_than_folds():
     assert set(res.rows["strategy"]) == {"single:A", "oracle"}
     with pytest.raises(ValueError, match="2\\+"):
         headroom(_rows({"A": ["g"]}, ["g"], {"A": 1.0}), n_resamples=50)
+
+
+def test_ties_in_gain_go_to_the_cheaper_choice():
+    # nobody is ever right: every cascade and vote gains nothing, so the cheapest one is kept
+    rows = _rows({"A": ["x"] * 8, "B": ["y"] * 8}, [f"g{i}" for i in range(8)], COST)
+    res = headroom(rows, folds=2, seed=0, n_resamples=50)
+    avg = res.rows[res.rows["benchmark"] == AVERAGE].set_index("strategy")
+    assert avg.loc["best cascade", "cost"] == pytest.approx(1.0)  # A, never escalating
+    assert avg.loc["best vote", "cost"] == pytest.approx(3.0)  # the only subset: A and B
+    assert avg.loc["pre-route (text)", "cost"] == pytest.approx(1.0)

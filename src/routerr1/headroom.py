@@ -371,6 +371,11 @@ class _Scorer:
         c = float((self.avg @ cost[self.idx]).sum())
         return e - float(np.interp(c, *self.hull))
 
+    def rank(self, em: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
+        """Sort key of a candidate: the gain, then (on a tie) the lower cost."""
+        c = float((self.avg @ cost[self.idx]).sum())
+        return round(self.gain(em, cost), 12), -c
+
 
 def _cross_validate(
     t: SingleTable, folds: np.ndarray, fit: Callable[[np.ndarray, np.ndarray], tuple]
@@ -404,7 +409,7 @@ def _pair_fit(t: SingleTable, first: int, second: int):
 
     def fit(train: np.ndarray, test: np.ndarray):
         scorer = _Scorer(t, train)
-        lim = max(CASCADE_WORD_LIMITS, key=lambda w: scorer.gain(*outcomes[w]))
+        lim = max(CASCADE_WORD_LIMITS, key=lambda w: scorer.rank(*outcomes[w]))
         em, cost = outcomes[lim]
         return em[test], cost[test], _limit_text(lim)
 
@@ -417,7 +422,7 @@ def _best_cascade_fit(t: SingleTable):
 
     def fit(train: np.ndarray, test: np.ndarray):
         scorer = _Scorer(t, train)
-        a, b, w = max(outcomes, key=lambda key: scorer.gain(*outcomes[key]))
+        a, b, w = max(outcomes, key=lambda key: scorer.rank(*outcomes[key]))
         em, cost = outcomes[(a, b, w)]
         return em[test], cost[test], f"{t.models[a]} -> {t.models[b]} on {_limit_text(w)}"
 
@@ -441,7 +446,7 @@ def _majority_fit(t: SingleTable, fixed: tuple[int, ...] | None = None):
         scorer = _Scorer(t, train)
         candidates = [fixed] if fixed is not None else _subsets(t, priority)
         outcomes = {s: majority_vote(t, s, priority, ids) for s in candidates}
-        best = max(candidates, key=lambda s: scorer.gain(*outcomes[s]))
+        best = max(candidates, key=lambda s: scorer.rank(*outcomes[s]))
         em, cost = outcomes[best]
         return em[test], cost[test], "vote of " + ", ".join(t.models[i] for i in best)
 
@@ -465,7 +470,7 @@ def _preroute_fit(t: SingleTable):
             pick[idx] = route_by_score(scores[idx], rel, lam)
             return t.em[rows, pick], t.cost[rows, pick]
 
-        lam = max(PREROUTE_LAMBDAS, key=lambda v: scorer.gain(*outcome(loo_full, v, train)))
+        lam = max(PREROUTE_LAMBDAS, key=lambda v: scorer.rank(*outcome(loo_full, v, train)))
         pred_full = np.zeros_like(t.em)
         pred_full[test] = pred
         em, cost = outcome(pred_full, lam, test)

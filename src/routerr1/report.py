@@ -45,9 +45,11 @@ from routerr1.frontier import aiq, frontier_at, pareto_frontier
 __all__ = [
     "AVERAGE",
     "FAMILY_ORDER",
+    "INTERVAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "aggregate",
     "aiq",
+    "bootstrap_intervals",
     "decoding_text",
     "family_aiq",
     "pareto_frontier",
