@@ -113,18 +113,14 @@ def test_baseline_rows_are_left_out_and_missing_columns_named():
 
 
 def test_write_routing_writes_markdown_figure_and_csv(tmp_path):
-    rows = pd.DataFrame(
-        [
-            *ROWS,
-            _row("nq", "0", [], [], "x", "y", method="prompt-router", family="prompt-router"),
-        ]
-    )
-    rows.loc[rows["method"] == "prompt-router", "alpha"] = None
-    path = tmp_path / "router.parquet"
-    rows.to_parquet(path)
+    prompt = _row("nq", "0", [], [], "x", "y", method="prompt-router", family="prompt-router")
+    paths = [tmp_path / "router.parquet", tmp_path / "prompt.parquet"]
+    pd.DataFrame(ROWS).to_parquet(paths[0])
+    # the prompt router has no alpha: a null column in its own file
+    pd.DataFrame([{**prompt, "alpha": None}]).to_parquet(paths[1])
     out = tmp_path / "out"
     stats = write_routing(
-        [path], out / "routing.md", out / "routing.pdf", out / "routing.csv", ["A", "B"]
+        paths, out / "routing.md", out / "routing.pdf", out / "routing.csv", ["A", "B"]
     )
     assert list(dict.fromkeys(stats["method"])) == ["router-r1@a0.5", "prompt-router"]
     text = (out / "routing.md").read_text()

@@ -130,10 +130,11 @@ def _question_facts(rows: pd.DataFrame, resolver: ModelNameResolver | None) -> p
 
 def _router_order(rows: pd.DataFrame) -> list[str]:
     ids = rows.drop_duplicates("method")
-    alpha = ids["alpha"] if "alpha" in ids.columns else pd.Series(np.nan, index=ids.index)
+    # alpha is None for the prompt router (an object column once files are concatenated)
+    alpha = pd.to_numeric(ids.get("alpha", pd.Series(np.nan, index=ids.index)), errors="coerce")
     keyed = sorted(
-        zip(ids["method"], ids["family"], alpha, strict=True),
-        key=lambda r: (_FAMILY_RANK.get(r[1], 99), np.nan_to_num(float(r[2]), nan=-1.0), r[0]),
+        zip(ids["method"], ids["family"], alpha.fillna(-1.0), strict=True),
+        key=lambda r: (_FAMILY_RANK.get(r[1], 99), float(r[2]), r[0]),
     )
     return [m for m, _, _ in keyed]
 
