@@ -242,8 +242,8 @@ def render_routing(
         "Per router: where its first call goes, how many calls it makes per question, and "
         "whether a second call changes the answer (the final answer against the first call's "
         "reply, normalized as EM does; better = EM 0 -> 1, worse = 1 -> 0). Seeds of one router "
-        "are pooled. Shares are of the questions; second-call counts are of the questions "
-        "with 2+ calls.",
+        "are pooled: n counts its questions once per seed. Shares are of those; second-call "
+        "counts are of the ones with 2+ calls.",
         "",
     ]
     for page in [ALL, *sorted(set(stats["benchmark"]) - {ALL})]:
