@@ -20,7 +20,6 @@ from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
-from routerr1.rollout import RolloutEngine
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +216,10 @@ def evaluate_router(
     Every record is evaluated: the last batch may be smaller than ``batch_size``.
     """
     import torch
+
+    # imported here: the Snakefile imports this module (via baselines), and parsing the
+    # workflow must not import torch
+    from routerr1.rollout import RolloutEngine
 
     decode_cfg, greedy = eval_rollout_config(rollout_cfg, temperature, top_p)
     engine = RolloutEngine(tokenizer, pool, decode_cfg, batch_size=batch_size)
