@@ -33,6 +33,8 @@ localrules:
     aggregate,
     pareto,
     learning_curves,
+    headroom,
+    routing,
 
 
 include: "workflow/rules/common.smk"
@@ -51,3 +53,6 @@ rule all:
         "results/pareto.pdf",
         "results/summary.md",
         "results/learning_curves.pdf",
+        "results/routing.md",
+        # the pool's headroom needs each pool model alone (eval.baselines: single)
+        HEADROOM_MD,

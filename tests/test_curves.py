@@ -12,8 +12,10 @@ from routerr1.curves import COLUMNS, curves_from_mlflow, main, plot_curves, smoo
 from routerr1.tracking import RUN_KEY_TAG, ensure_experiment
 
 
-def log_train(alpha, rewards, status="FINISHED", key=None, stage="train"):
+def log_train(alpha, rewards, status="FINISHED", key=None, stage="train", seed=None):
     tags = {RUN_KEY_TAG: key or f"train/alpha~{alpha}", "stage": stage, "alpha": str(alpha)}
+    if seed is not None:
+        tags["seed"] = str(seed)
     with mlflow.start_run(run_name=f"train alpha={alpha}", tags=tags):
         for step, r in enumerate(rewards, start=1):
             mlflow.log_metrics(
@@ -33,6 +35,7 @@ def store(tmp_path_factory) -> str:
     log_train(0.0, [9.0, 9.0])  # superseded by the rerun below
     log_train(0.0, [0.1, 0.3, 0.5])
     log_train(0.9, [-0.2, 0.0])
+    log_train(0.9, [0.4, 0.6], key="train/alpha~0.9/seed~1", seed=1)  # a second seed
     log_train(0.5, [5.0], status="FAILED")  # an unfinished run draws no curve
     log_train(0.0, [7.0], stage="evaluate", key="eval/router")  # not a training run
     return uri
@@ -46,7 +49,9 @@ def test_curves_take_the_latest_finished_training_run_per_alpha(store):
     a0 = reward[reward["alpha"] == 0.0]
     assert list(a0["step"]) == [1, 2, 3] and list(a0["value"]) == pytest.approx([0.1, 0.3, 0.5])
     em = curves[(curves["metric"] == "router/em") & (curves["alpha"] == 0.9)]
-    assert list(em["value"]) == pytest.approx([-0.1, 0.0])
+    # each training seed keeps its own line; the run without a seed tag has seed NA
+    assert list(em.loc[em["seed"].isna(), "value"]) == pytest.approx([-0.1, 0.0])
+    assert list(em.loc[em["seed"] == 1, "value"]) == pytest.approx([0.2, 0.3])
     assert "loss" not in set(curves["metric"])  # only the curve metrics are fetched
 
 

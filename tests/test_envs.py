@@ -111,8 +111,10 @@ def test_rules_name_existing_envs_and_pool_rules_use_the_selected_one():
             r"^rule (\w+):\n(?:(?!^rule ).*\n)*?\s+conda:\n\s+rule_env\(\"(\w+)\"\)", text, re.M
         )
     )
-    assert selected == {r: r for r in (POOL_RULES | UNSEEN_RULES) - {"evaluate_prompt_router"}}
+    derived = {"evaluate_prompt_router", "evaluate_router_unseen_seed"}  # `use rule ... with`
+    assert selected == {r: r for r in (POOL_RULES | UNSEEN_RULES) - derived}
     assert "use rule evaluate_router as evaluate_prompt_router" in text  # inherits its env
+    assert 'rule_env("evaluate_router_unseen_seed")' in text
 
 
 def cfg(

@@ -29,6 +29,7 @@ from routerr1.data import (
     sample_splits,
 )
 from routerr1.evaluate import (
+    ROUTER_COLUMNS,
     ROW_COLUMNS,
     _row,
     batch_seed,
@@ -36,7 +37,7 @@ from routerr1.evaluate import (
     evaluate_router,
     run_in_batches,
 )
-from routerr1.pool.base import Pool
+from routerr1.pool.base import Generation, Pool
 from routerr1.prompt import Descriptor
 from routerr1.report import aggregate, render_markdown
 
@@ -356,7 +357,8 @@ def test_router_evaluation_passes_decoding_to_generate(temperature: float) -> No
         )  # fmt: skip
 
     rows = run(5)
-    assert list(rows.columns) == ROW_COLUMNS and list(rows["prediction"]) == ["Paris"] * 3
+    assert list(rows.columns) == ROUTER_COLUMNS and list(rows["prediction"]) == ["Paris"] * 3
+    assert rows["call_models"].map(list).tolist() == [[]] * 3  # answered without a call
     assert [len(c) for c in model.calls] and len(model.calls) == 2  # batches of 2 and 1
     call = model.calls[0]
     # the engine samples through its own processors (Gumbel argmax), so do_sample stays False
@@ -373,6 +375,41 @@ def test_router_evaluation_passes_decoding_to_generate(temperature: float) -> No
         model.calls.clear()
         run(5)
         assert [c["seed_draw"] for c in model.calls] == first
+
+
+class _SearchingModel(_AnsweringModel):
+    """Asks pool model A on its first turn, answers on its second."""
+
+    def __init__(self, tok) -> None:
+        super().__init__(tok)
+        self.search = tok("<search>A: capital?</search>", add_special_tokens=False).input_ids
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        reply = self.search if not self.calls else self.reply
+        self.calls.append(kwargs)
+        tail = torch.tensor([reply] * input_ids.shape[0])
+        return SimpleNamespace(sequences=torch.cat([input_ids, tail], dim=1), past_key_values=None)
+
+
+class _Replies:
+    def answer(self, questions, max_new_tokens=32):
+        return [Generation("Lyon", 3, 2, 0.0) for _ in questions]
+
+
+def test_router_rows_list_their_pool_calls() -> None:
+    tok = _byte_tokenizer()
+    pool = Pool([PoolEntry("A", "a", 0.1, 0.2)], lambda e: _Replies())
+    rows = evaluate_router(
+        model=_SearchingModel(tok), tokenizer=tok, pool=pool,
+        descriptors=[Descriptor("A", "a model", 0.1, 0.2, 0.1, 50.0, 60.0)],
+        records=[_rec(i) for i in range(2)],
+        rollout_cfg=RolloutConfig(max_turns=2, reuse_kv_cache=False),
+        method="router-r1@a0.0", family="router-r1", alpha=0.0, batch_size=2,
+    )  # fmt: skip
+    assert rows["pool_calls"].tolist() == [1, 1]
+    assert rows["call_models"].map(list).tolist() == [["A"], ["A"]]
+    assert rows["call_replies"].map(list).tolist() == [["Lyon"], ["Lyon"]]
+    assert rows["prediction"].tolist() == ["Paris", "Paris"]
 
 
 # --------------------------------------------------------------------------- KNN

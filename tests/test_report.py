@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routerr1.frontier import frontier_at, frontier_values
 from routerr1.report import (
     AVERAGE,
     aggregate,
@@ -330,6 +332,14 @@ def test_aiq_is_bounded_and_monotone_in_points(points, extra) -> None:
     assert -1e-9 <= base <= max(q for _, q in points) + 1e-9
     # Offering one more operating point never lowers a family's AIQ.
     assert aiq([*points, extra], rng) >= base - 1e-9
+
+
+@given(st.lists(_pt, min_size=1, max_size=6), st.floats(0.0, 1.5, allow_nan=False))
+def test_vectorized_frontier_matches_the_hull(points, budget) -> None:
+    costs = np.array([[c for c, _ in points]])
+    quality = np.array([[q for _, q in points]])
+    fast = frontier_values(costs, quality, np.array([budget]))[0]
+    assert fast == pytest.approx(float(frontier_at(points, budget)), abs=1e-9)
 
 
 def test_family_aiq_on_average_page(summary: pd.DataFrame) -> None:

@@ -13,9 +13,11 @@ from routerr1.runs import comparison_table, main
 from routerr1.tracking import RUN_KEY_TAG, ensure_experiment
 
 
-def log_eval(method, family, alpha, metrics, status="FINISHED", stage="evaluate", pool="abc"):
+def log_eval(
+    method, family, alpha, metrics, status="FINISHED", stage="evaluate", pool="abc", key=None
+):
     tags = {
-        RUN_KEY_TAG: f"eval/{method}",
+        RUN_KEY_TAG: key or f"eval/{method}",
         "stage": stage,
         "method": method,
         "family": family,
@@ -44,6 +46,9 @@ def store(tmp_path_factory) -> str:
     mlflow.set_experiment(experiment_id=exp)
     log_eval("single:Tiny", "single", None, bench(2.0, 4.0, 1e-7))
     log_eval("router-r1@a0.9", "router-r1", 0.9, bench(6.0, 8.0, 2e-7))
+    # the same router trained with another seed (train.seeds)
+    seed1 = "eval/router-r1@a0.9/seed~1"
+    log_eval("router-r1@a0.9", "router-r1", 0.9, bench(7.0, 9.0, 2e-7), key=seed1)
     log_eval("router-r1@a0.0", "router-r1", 0.0, bench(1.0, 1.0))  # superseded below
     log_eval("router-r1@a0.0", "router-r1", 0.0, bench(10.0, 20.0, 5e-7))
     log_eval("oracle", "oracle", None, bench(30.0, 40.0, 1e-7))
@@ -71,6 +76,7 @@ def test_comparison_table_from_search_runs(store):
     assert list(dict.fromkeys(table["method"])) == [
         "router-r1@a0.0",
         "router-r1@a0.9",
+        "router-r1@a0.9/seed~1",
         "single:Tiny",
         "oracle",
     ]
@@ -84,7 +90,7 @@ def test_comparison_table_from_search_runs(store):
     )
     assert set(table["pool_hash"]) == {"abc" * 4}
     only = comparison_table(runs, benchmark="average")
-    assert set(only["benchmark"]) == {"average"} and len(only) == 4
+    assert set(only["benchmark"]) == {"average"} and len(only) == 5
     assert comparison_table(runs.iloc[0:0]).empty
 
 
@@ -101,7 +107,7 @@ def test_main_prints_the_table(store, capsys):
     assert main(["--tracking-uri", store, "--format", "csv"]) == 0
     csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
     avg = csv[csv["benchmark"] == "average"].set_index("method")["em"]
-    assert len(csv) == 4 * 3 and avg["oracle"] == 35.0 and avg["single:Tiny"] == 3.0
+    assert len(csv) == 5 * 3 and avg["oracle"] == 35.0 and avg["single:Tiny"] == 3.0
 
     assert main(["--tracking-uri", store, "--format", "markdown", "--benchmark", "average"]) == 0
     md = capsys.readouterr().out

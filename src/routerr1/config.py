@@ -241,6 +241,7 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     alphas: tuple[float, ...] = (0.0, 0.5, 0.9)
+    seeds: tuple[int, ...] | None = None  # None: the top-level seed only (see train_seeds)
     max_steps: int = 4
     prompts_per_step: int = 4
     num_generations: int = 4
@@ -361,7 +362,23 @@ def rollout_config(cfg: Mapping[str, Any]) -> RolloutConfig:
 def train_config(cfg: Mapping[str, Any]) -> TrainConfig:
     t = dict(cfg.get("train", {}))
     t["alphas"] = tuple(float(a) for a in t.get("alphas", TrainConfig.alphas))
+    if t.get("seeds") is not None:
+        t["seeds"] = tuple(int(s) for s in t["seeds"])
     return TrainConfig(**t)
+
+
+def train_seeds(cfg: Mapping[str, Any]) -> list[int]:
+    """The training seeds: ``train.seeds``, or the top-level seed when that is null."""
+    seeds = (cfg.get("train") or {}).get("seeds")
+    return [int(s) for s in seeds] if seeds is not None else [int(cfg.get("seed", 0))]
+
+
+def seed_level(cfg: Mapping[str, Any], seed: int | None) -> str:
+    """Path and run-key suffix of a training seed: "" for the top-level seed (the one-seed
+    layout every earlier run wrote), "/seed~S" for any other."""
+    if seed is None or int(seed) == int(cfg.get("seed", 0)):
+        return ""
+    return f"/seed~{int(seed)}"
 
 
 def eval_config(cfg: Mapping[str, Any]) -> EvalConfig:

@@ -1,14 +1,16 @@
 """Learning curves of the GRPO runs, read back from the MLflow tracking store.
 
-Each training run (tag ``stage=train``, one per α) logs per-step metrics through TRL's MLflow
-callback and the router reward (``reward``, ``router/em``, ``router/pool_calls``, ...). This
-module fetches their histories with ``MlflowClient.get_metric_history``, keeps the latest run of
-each ``routerr1.key`` (a rerun replaces the old curve), and writes:
+Each training run (tag ``stage=train``, one per α and training seed) logs per-step metrics
+through TRL's MLflow callback and the router reward (``reward``, ``router/em``,
+``router/pool_calls``, ...). This module fetches their histories with
+``MlflowClient.get_metric_history``, keeps the latest run of each ``routerr1.key`` (a rerun
+replaces the old curve), and writes:
 
-* a tidy CSV: ``alpha, step, metric, value``;
-* a PDF with one panel per metric and one line per α: the raw per-step values faint, a trailing
-  moving average over ``window`` steps on top (a step sees only 4-32 trajectories, so one step
-  is noise).
+* a tidy CSV: ``alpha, seed, step, metric, value`` (``seed``: the run's training seed, empty for
+  runs logged before seeds were tagged);
+* a PDF with one panel per metric and one colour per α (one line per seed): the raw per-step
+  values faint, a trailing moving average over ``window`` steps on top (a step sees only 4-32
+  trajectories, so one step is noise).
 
     routerr1 curves                         # results/mlflow.db -> results/learning_curves.pdf
     routerr1 curves --window 10 --out curves.pdf --csv curves.csv
@@ -35,11 +37,11 @@ CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("router/pool_calls", "pool calls per trajectory"),
     ("router/cost", "pool cost per trajectory ($)"),
 )
-COLUMNS = ["alpha", "step", "metric", "value"]
+COLUMNS = ["alpha", "seed", "step", "metric", "value"]
 
 
 def train_runs(tracking_uri: str, experiment: str = "routerr1") -> pd.DataFrame:
-    """The latest finished training run per ``routerr1.key``: run_id, alpha, key."""
+    """The latest finished training run per ``routerr1.key``: run_id, alpha, seed, key."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -52,14 +54,18 @@ def train_runs(tracking_uri: str, experiment: str = "routerr1") -> pd.DataFrame:
         output_format="pandas",
     )
     if runs.empty:
-        return pd.DataFrame(columns=["run_id", "alpha", "key"])
+        return pd.DataFrame(columns=["run_id", "alpha", "seed", "key"])
     runs = runs.rename(columns={f"tags.{RUN_KEY_TAG}": "key", "tags.alpha": "alpha"})
+    # runs of one alpha differ by training seed (train.seeds); older runs have no seed tag
+    seed_tag = runs["tags.seed"] if "tags.seed" in runs.columns else pd.Series(None, runs.index)
+    runs["seed"] = pd.to_numeric(seed_tag, errors="coerce").astype("Int64")
     runs = runs.drop_duplicates("key", keep="first")  # newest first: a rerun wins
     bad = runs[pd.to_numeric(runs["alpha"], errors="coerce").isna()]
     if not bad.empty:
         raise ValueError(f"run {bad['run_id'].iloc[0]}: tag 'alpha' is not a number")
     runs["alpha"] = runs["alpha"].astype(float)
-    return runs[["run_id", "alpha", "key"]].sort_values("alpha").reset_index(drop=True)
+    runs = runs[["run_id", "alpha", "seed", "key"]]
+    return runs.sort_values(["alpha", "seed"]).reset_index(drop=True)
 
 
 def curves_from_mlflow(
@@ -75,11 +81,11 @@ def curves_from_mlflow(
     for run in train_runs(tracking_uri, experiment).itertuples(index=False):
         for metric in metrics:
             for m in client.get_metric_history(run.run_id, metric):
-                rows.append((run.alpha, int(m.step), metric, float(m.value)))
-    out = pd.DataFrame(rows, columns=COLUMNS)
+                rows.append((run.alpha, run.seed, int(m.step), metric, float(m.value)))
+    out = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64"})
     # a resumed run may log a step twice: keep the last value
-    out = out.drop_duplicates(["alpha", "step", "metric"], keep="last")
-    return out.sort_values(["metric", "alpha", "step"]).reset_index(drop=True)
+    out = out.drop_duplicates(["alpha", "seed", "step", "metric"], keep="last")
+    return out.sort_values(["metric", "alpha", "seed", "step"]).reset_index(drop=True)
 
 
 def smooth(values: pd.Series, window: int) -> pd.Series:
@@ -96,9 +102,12 @@ def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> 
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    missing = sorted(set(COLUMNS) - set(curves.columns))
+    missing = sorted(set(COLUMNS) - {"seed"} - set(curves.columns))
     if missing:
         raise ValueError(f"curves: missing column(s) {', '.join(missing)}")
+    if "seed" not in curves.columns:  # a CSV written before seeds: one run per alpha
+        curves = curves.assign(seed=pd.NA)
+    curves = curves.assign(seed=curves["seed"].astype("Int64").fillna(-1))
     if curves.empty:
         raise ValueError("curves: no training metrics to plot (did any training run finish?)")
     titles = dict(CURVE_METRICS)
@@ -110,19 +119,20 @@ def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> 
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot((len(metrics) + 2) // 3, min(3, len(metrics)), k + 1)
         for j, alpha in enumerate(alphas):
-            part = curves[(curves["metric"] == metric) & (curves["alpha"] == alpha)]
-            if part.empty:
-                continue
-            part = part.sort_values("step")
+            mine = curves[(curves["metric"] == metric) & (curves["alpha"] == alpha)]
+            seeds = sorted(mine["seed"].unique())
             color = cmap(0.0 if len(alphas) == 1 else 0.85 * j / (len(alphas) - 1))
-            ax.plot(part["step"], part["value"], color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(
-                part["step"],
-                smooth(part["value"], window),
-                color=color,
-                linewidth=1.8,
-                label=f"α = {alpha:g}",
-            )
+            for i, seed in enumerate(seeds):
+                part = mine[mine["seed"] == seed].sort_values("step")
+                ax.plot(part["step"], part["value"], color=color, alpha=0.25, linewidth=0.8)
+                label = f"α = {alpha:g}" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+                ax.plot(
+                    part["step"],
+                    smooth(part["value"], window),
+                    color=color,
+                    linewidth=1.8,
+                    label=label if i == 0 else None,
+                )
         ax.set_title(titles.get(metric, metric), fontsize=9)
         ax.set_xlabel("GRPO step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -20,7 +20,6 @@ from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
-from routerr1.rollout import RolloutEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,11 @@ ROW_COLUMNS = [
     "latency_s",
     "trajectory",
 ]
+# Router rows also list their pool calls in order: the model asked and its reply ("" when the
+# call failed), for the routing-behaviour report. Files written before these columns existed
+# lack them; routerr1.routing then reads the calls from the trajectory text.
+CALL_COLUMNS = ["call_models", "call_replies"]
+ROUTER_COLUMNS = [*ROW_COLUMNS, *CALL_COLUMNS]
 
 
 def _row(method, family, alpha, rec: QARecord, prediction, **extra) -> dict:
@@ -81,13 +85,13 @@ class ChunkStore:
         stored = json.loads(path.read_text()) if path.is_file() else None
         return stored == (None if self.settings is None else json.loads(json.dumps(self.settings)))
 
-    def load(self) -> pd.DataFrame:
+    def load(self, columns: Sequence[str] = ROW_COLUMNS) -> pd.DataFrame:
         if self.dir.is_dir() and not self._settings_match():
             log.warning("%s: finished batches were made with other settings; redoing", self.dir)
             self.clear()
         parts = sorted(self.dir.glob("chunk-*.parquet")) if self.dir.is_dir() else []
         if not parts:
-            return pd.DataFrame(columns=ROW_COLUMNS)
+            return pd.DataFrame(columns=list(columns))
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
     def add(self, rows: pd.DataFrame) -> None:
@@ -106,21 +110,26 @@ def run_in_batches(
     answer_batch: Callable[[Sequence[QARecord]], list[dict]],
     desc: str,
     store: ChunkStore | None = None,
+    columns: Sequence[str] = ROW_COLUMNS,
 ) -> pd.DataFrame:
-    """Rows for every record, in record order; with a store, finished batches are reused."""
-    done = store.load() if store is not None else pd.DataFrame(columns=ROW_COLUMNS)
+    """Rows for every record, in record order; with a store, finished batches are reused.
+
+    ``columns``: what each row holds (`ROW_COLUMNS`, or `ROUTER_COLUMNS` for routers).
+    """
+    columns = list(columns)
+    done = store.load(columns) if store is not None else pd.DataFrame(columns=columns)
     seen = set(zip(done["benchmark"], done["qid"], strict=True))
     todo = [r for r in records if (r.benchmark, str(r.id)) not in seen]
     if seen:
         log.info("%s: resuming, %d of %d questions already done", desc, len(seen), len(records))
     parts = [done] if len(done) else []
     for start in tqdm(range(0, len(todo), batch_size), desc=desc):
-        rows = pd.DataFrame(answer_batch(todo[start : start + batch_size]), columns=ROW_COLUMNS)
+        rows = pd.DataFrame(answer_batch(todo[start : start + batch_size]), columns=columns)
         if store is not None:
             store.add(rows)
         parts.append(rows)
     if not parts:
-        return pd.DataFrame(columns=ROW_COLUMNS)
+        return pd.DataFrame(columns=columns)
     out = pd.concat(parts, ignore_index=True)
     order = {(r.benchmark, str(r.id)): i for i, r in enumerate(records)}
     out = out[[k in order for k in zip(out["benchmark"], out["qid"], strict=True)]]
@@ -208,6 +217,10 @@ def evaluate_router(
     """
     import torch
 
+    # imported here: the Snakefile imports this module (via baselines), and parsing the
+    # workflow must not import torch
+    from routerr1.rollout import RolloutEngine
+
     decode_cfg, greedy = eval_rollout_config(rollout_cfg, temperature, top_p)
     engine = RolloutEngine(tokenizer, pool, decode_cfg, batch_size=batch_size)
 
@@ -236,8 +249,12 @@ def evaluate_router(
                 cost=tr.cost,
                 latency_s=share,
                 trajectory=tr.text,
+                call_models=[c.model for c in tr.calls],
+                call_replies=[c.text if c.error is None else "" for c in tr.calls],
             )
             for rec, tr in zip(chunk, trajs, strict=True)
         ]
 
-    return run_in_batches(records, batch_size, answer_batch, f"eval {method}", store)
+    return run_in_batches(
+        records, batch_size, answer_batch, f"eval {method}", store, columns=ROUTER_COLUMNS
+    )

@@ -56,7 +56,7 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One train_router job: the alpha and the paths the rule hands over."""
+    """One train_router job: the alpha, the seed and the paths the rule hands over."""
 
     alpha: float
     train_in: str
@@ -64,6 +64,7 @@ class TrainJob:
     policy_dir: str
     checkpoints: str
     model_out: str
+    seed: int | None = None  # None: the top-level seed (train.seeds)
 
 
 def launch_config(cfg: Mapping[str, Any]) -> LaunchConfig:

@@ -6,12 +6,17 @@ Input: one parquet file per (method, benchmark), one row per question, as writte
 token counts and latency, which are kept in `eval_rows` but not summarized).
 
 Outputs:
-- a DuckDB file with `eval_rows` (every row, plus `source_file`) and `summary` (one row per
+- a DuckDB file with `eval_rows` (every row, plus `source_file`), `summary` (one row per
   method and benchmark, plus an "average" pseudo-benchmark: the unweighted mean over the
-  method's benchmarks, the paper's macro average);
-- `summary.csv` and `summary.md` (Table-1 style EM / F1 grid, the Router-R1 alpha/cost sweep,
-  family AIQ, mean pool calls per method);
+  method's benchmarks, the paper's macro average) and `intervals` (paired-bootstrap intervals
+  of every method against the single models, `bootstrap_intervals`);
+- `summary.csv` (the summary with the interval columns) and `summary.md` (Table-1 style EM / F1
+  grid, the Router-R1 alpha/cost sweep, the intervals with the claims they support, the routers
+  placed against the pool's headroom, family AIQ, mean pool calls per method);
 - a multipage PDF of EM against mean dollar cost per question, one page per benchmark.
+
+A router trained with several seeds (``train.seeds``) has one row per question and seed; its
+summary averages over the seeds (``n_seeds``), and ``n`` counts questions.
 
 Units: `em` and `f1` in the summary are percentages; `cost` is mean dollars per question.
 `unseen_calls` (calls to `pool_unseen` models per question) is set for unseen-model
@@ -20,7 +25,6 @@ evaluations only.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import uuid
@@ -35,12 +39,17 @@ import pyarrow.parquet as pq
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from routerr1.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, PairedBootstrap
+from routerr1.frontier import aiq, frontier_at, pareto_frontier
+
 __all__ = [
     "AVERAGE",
     "FAMILY_ORDER",
+    "INTERVAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "aggregate",
     "aiq",
+    "bootstrap_intervals",
     "decoding_text",
     "family_aiq",
     "pareto_frontier",
@@ -149,11 +158,14 @@ SELECT * REPLACE (
 FROM read_parquet($files, union_by_name = true, filename = 'source_file')
 """
 
+# n counts questions; a router trained with several seeds has one row per question and seed,
+# and its means average over seeds (every seed answers the same questions)
 _SUMMARY_SQL = f"""
 CREATE TABLE summary AS
 WITH per_benchmark AS (
     SELECT method, family, alpha, benchmark,
-           count(*) AS n,
+           count(DISTINCT qid) AS n,
+           greatest(count(DISTINCT seed), 1) AS n_seeds,
            CAST(1 AS BIGINT) AS n_benchmarks,
            100 * avg(em) AS em,
            100 * avg(f1) AS f1,
@@ -169,6 +181,7 @@ macro AS (
     -- unweighted over benchmarks, so a large benchmark does not dominate (as in the paper)
     SELECT method, family, alpha, '{AVERAGE}' AS benchmark,
            CAST(sum(n) AS BIGINT) AS n,
+           max(n_seeds) AS n_seeds,
            count(*) AS n_benchmarks,
            avg(em) AS em,
            avg(f1) AS f1,
@@ -218,9 +231,10 @@ def _validate_rows(con: duckdb.DuckDBPyConnection) -> None:
     if hit and hit[0]:
         raise ValueError(f"benchmark name {AVERAGE!r} is reserved for the macro average ({hit[1]})")
 
+    # one row per method, training seed and question (seed is null outside seeded routers)
     dups = con.execute(
         "SELECT method, benchmark, qid, count(*) AS k, list(DISTINCT source_file) AS files "
-        "FROM eval_rows GROUP BY method, benchmark, qid HAVING count(*) > 1 "
+        "FROM eval_rows GROUP BY method, seed, benchmark, qid HAVING count(*) > 1 "
         "ORDER BY method, benchmark, qid"
     ).fetchall()
     if dups:
@@ -263,14 +277,23 @@ def aggregate(
     md_path: Path,
     manifest: Mapping[str, Any] | None = None,
     decoding: Mapping[str, Any] | None = None,
+    base_seed: int | None = None,
+    headroom: pd.DataFrame | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> pd.DataFrame:
     """Load every evaluation parquet into DuckDB, summarize, and write csv and markdown.
 
     ``manifest`` (the data stage's eval_manifest.json) and ``decoding`` (the router's evaluation
     decoding, ``EvalConfig.decoding``) go into the markdown header; see `render_markdown`.
+    ``base_seed``: the training seed of router rows without a ``seed`` column (the top-level
+    seed; it also seeds the bootstrap). ``headroom``: the rows of ``results/headroom.csv``, to
+    place the routers against. Every method but the single models and the oracle gets
+    paired-bootstrap intervals against the single models (`bootstrap_intervals`), merged into
+    the summary and stored as the DuckDB table ``intervals``.
     Returns the summary (one row per method and benchmark plus the "average" rows), sorted
     routers-first. Raises ValueError on missing columns, nulls, out-of-range scores, or duplicate
-    (method, benchmark, qid) rows; FileNotFoundError if an input is absent.
+    (method, seed, benchmark, qid) rows; FileNotFoundError if an input is absent.
     """
     paths = [Path(p) for p in eval_paths]
     if not paths:
@@ -284,11 +307,30 @@ def aggregate(
     try:
         with duckdb.connect(str(tmp)) as con:
             con.execute(_LOAD_SQL, {"files": [str(p) for p in paths]})
+            # the training seed of router rows; files of the one-seed layout have none
+            con.execute("ALTER TABLE eval_rows ADD COLUMN IF NOT EXISTS seed BIGINT")
+            if base_seed is not None:
+                con.execute(
+                    "UPDATE eval_rows SET seed = $s WHERE seed IS NULL AND family IN $f",
+                    {"s": int(base_seed), "f": list(_SWEEP_FAMILIES)},
+                )
             _validate_rows(con)
             # only unseen-model evaluations count calls to unseen models; null elsewhere
             con.execute("ALTER TABLE eval_rows ADD COLUMN IF NOT EXISTS unseen_calls BIGINT")
             con.execute(_SUMMARY_SQL)
-            summary = _sort_summary(con.execute("SELECT * FROM summary").df())
+            rows = con.execute(
+                "SELECT method, family, seed, benchmark, qid, em, cost FROM eval_rows"
+            ).df()
+            intervals = bootstrap_intervals(
+                rows, n_resamples=n_resamples, seed=int(base_seed or 0), level=level
+            )
+            con.register("intervals_df", intervals)
+            con.execute("CREATE TABLE intervals AS SELECT * FROM intervals_df")
+            con.unregister("intervals_df")
+            summary = con.execute("SELECT * FROM summary").df()
+            summary = _sort_summary(
+                summary.merge(intervals, on=["method", "benchmark"], how="left")
+            )
             con.execute("CHECKPOINT")
         os.replace(tmp, duckdb_path)
     finally:
@@ -296,95 +338,104 @@ def aggregate(
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
 
     _atomic_write_text(Path(csv_path), summary.to_csv(index=False))
-    _atomic_write_text(Path(md_path), render_markdown(summary, manifest, decoding))
+    text = render_markdown(summary, manifest, decoding, headroom=headroom, level=level)
+    _atomic_write_text(Path(md_path), text)
     return summary
 
 
+# --------------------------------------------------------------------------- intervals
+
+# Not compared with the single models: the single models themselves ("largest" is one of them)
+# and the oracle, which reads the gold answers.
+_NO_INTERVALS = ("single", "largest", ORACLE_FAMILY)
+INTERVAL_COLUMNS = [
+    "method",
+    "benchmark",
+    "em_lo",
+    "em_hi",
+    "cost_lo",
+    "cost_hi",
+    "best_single",
+    "d_em_best",
+    "d_em_best_lo",
+    "d_em_best_hi",
+    "d_cost_best",
+    "d_cost_best_lo",
+    "d_cost_best_hi",
+    "d_em_frontier",
+    "d_em_frontier_lo",
+    "d_em_frontier_hi",
+    "seed_em_min",
+    "seed_em_max",
+]
+_KEY = ["benchmark", "qid"]
+
+
+def bootstrap_intervals(
+    rows: pd.DataFrame,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> pd.DataFrame:
+    """Paired-bootstrap intervals of every method against the single models, per page.
+
+    ``rows``: evaluation rows (method, family, seed, benchmark, qid, em, cost). For each method
+    (not a single model or the oracle) and page (each benchmark, and the macro "average" over the
+    method's benchmarks), on the questions every single model answered too: the intervals of
+    the method's EM and cost (whiskers in the Pareto plot), of EM and cost minus the best single
+    model's (``best_single``, the highest EM on the page), and of EM minus the single-model
+    frontier at the method's cost; see `routerr1.bootstrap`. A router's seeds are averaged per
+    question; ``seed_em_min`` / ``seed_em_max`` give the spread of the seeds' own EM. EM in %,
+    cost in $ per question. Empty when there are no single-model rows.
+    """
+    singles = rows[rows["family"] == "single"]
+    if singles.empty:
+        return pd.DataFrame(columns=INTERVAL_COLUMNS)
+    s_em = singles.pivot_table(index=_KEY, columns="method", values="em", aggfunc="mean")
+    s_cost = singles.pivot_table(index=_KEY, columns="method", values="cost", aggfunc="mean")
+    known = s_em.index[s_em.notna().all(axis=1) & s_cost.notna().all(axis=1)]
+    names = [m.removeprefix("single:") for m in s_em.columns]
+    cache: dict[tuple, PairedBootstrap] = {}
+    out = []
+    others = rows[~rows["family"].isin(_NO_INTERVALS)].assign(seed=lambda d: d["seed"].fillna(-1))
+    for method, mine in others.groupby("method", sort=False):
+        em = mine.pivot_table(index=_KEY, columns="seed", values="em", aggfunc="mean")
+        cost = mine.pivot_table(index=_KEY, columns="seed", values="cost", aggfunc="mean")
+        # questions every seed of the method and every single model answered
+        em = em[em.notna().all(axis=1) & cost.notna().all(axis=1)]
+        em = em[em.index.isin(known)]
+        cost = cost.loc[em.index]
+        benchmarks = sorted(set(em.index.get_level_values("benchmark")))
+        for page in [*benchmarks, AVERAGE]:
+            part = em if page == AVERAGE else em.loc[[page]]
+            if part.empty:
+                continue
+            q = part.index
+            strata = q.get_level_values("benchmark").to_numpy()
+            if tuple(q) not in cache:
+                cache[tuple(q)] = PairedBootstrap(
+                    s_em.loc[q].to_numpy(), s_cost.loc[q].to_numpy(), strata, n_resamples, seed,
+                    level,
+                )  # fmt: skip
+            boot = cache[tuple(q)]
+            best = boot.best_single()
+            em_q, cost_q = part.to_numpy().T, cost.loc[q].to_numpy().T  # (seeds, questions)
+            cmp = boot.compare(em_q, cost_q, best=best)
+            per_seed = [100 * float(boot.macro_point(e)) for e in em_q]
+            rec: dict[str, Any] = {"method": method, "benchmark": page}
+            for name, scale in (("em", 100.0), ("cost", 1.0)):
+                iv = cmp[name].scaled(scale)
+                rec[f"{name}_lo"], rec[f"{name}_hi"] = iv.lo, iv.hi
+            rec["best_single"] = names[best]
+            for name, scale in (("d_em_best", 100), ("d_cost_best", 1), ("d_em_frontier", 100)):
+                iv = cmp[name].scaled(scale)
+                rec[name], rec[f"{name}_lo"], rec[f"{name}_hi"] = iv.estimate, iv.lo, iv.hi
+            rec["seed_em_min"], rec["seed_em_max"] = min(per_seed), max(per_seed)
+            out.append(rec)
+    return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
+
+
 # --------------------------------------------------------------------------- frontier and AIQ
-
-
-def _as_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
-    arr = np.asarray(points, dtype=float).reshape(-1, 2) if len(points) else np.empty((0, 2))
-    if not np.isfinite(arr).all():
-        raise ValueError(f"points must be finite (cost, quality) pairs, got {list(points)!r}")
-    return arr
-
-
-def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated (cost, quality) points, sorted by cost (then quality desc).
-
-    A point is dominated when another is no more expensive and no worse, and strictly better on
-    one of the two. Identical points do not dominate each other, so both are kept.
-    """
-    arr = _as_points(points)
-    keep = []
-    for i, (c, q) in enumerate(arr):
-        no_worse = (arr[:, 0] <= c) & (arr[:, 1] >= q)
-        better = (arr[:, 0] < c) | (arr[:, 1] > q)
-        if not (no_worse & better).any():
-            keep.append(i)
-    return sorted(keep, key=lambda i: (arr[i, 0], -arr[i, 1], i))
-
-
-def _upper_hull(xy: np.ndarray) -> np.ndarray:
-    """Upper concave hull of points with distinct, increasing x (monotone chain)."""
-    hull: list[np.ndarray] = []
-    for p in xy:
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            # Drop the middle point when it lies on or below the chord to p.
-            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(p)
-    return np.array(hull)
-
-
-def aiq(
-    points: Sequence[tuple[float, float]], cost_range: tuple[float, float] | None = None
-) -> float:
-    """Average Improvement in Quality (after RouterBench): mean of the cost-quality hull.
-
-    Definition implemented here, on linear (not log) dollar cost:
-    1. Take the family's (cost, quality) points plus the free abstention point (0, 0): never
-       answering costs nothing and scores nothing.
-    2. Build their upper concave hull. Any point on it is reached by randomly mixing two
-       operating points (or one with abstaining), so it is the best quality per cost budget.
-    3. Make it non-decreasing: past the best-quality point it stays flat (budget left unspent).
-    4. Average it over `cost_range` = (lo, hi), i.e. integrate over the cost normalized linearly
-       to [0, 1]. The report passes the min and max cost over *all* methods on the page, so
-       families are comparable; without it the points' own min and max are used.
-
-    Properties: 0 <= aiq <= max quality; adding a point never lowers it (a family is not
-    punished for offering a cheaper operating point); multiplying all costs and the range by a
-    constant leaves it unchanged. If lo == hi (e.g. one point and no range) the hull's value at
-    that cost is returned, so a single point scores its own quality. A family whose cheapest
-    point costs more than lo is charged for it: below that cost it only reaches the abstention
-    mix. Result is in the quality's units (EM % in the report).
-    """
-    arr = _as_points(points)
-    if len(arr) == 0:
-        raise ValueError("aiq needs at least one (cost, quality) point")
-    if (arr[:, 0] < 0).any():
-        raise ValueError(f"costs must be >= 0, got {arr[:, 0].min()!r}")
-    lo, hi = cost_range if cost_range is not None else (arr[:, 0].min(), arr[:, 0].max())
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo <= hi:
-        raise ValueError(f"cost_range must be finite with 0 <= lo <= hi, got {(lo, hi)!r}")
-
-    pts = pd.DataFrame(np.vstack([[0.0, 0.0], arr]), columns=["c", "q"])
-    best = pts.groupby("c")["q"].max()  # one point per cost: the best quality there
-    hull = _upper_hull(np.column_stack([best.index.to_numpy(), best.to_numpy()]))
-    hull = hull[: int(np.argmax(hull[:, 1])) + 1]  # concave, so rising up to its peak
-    hx, hy = hull[:, 0], hull[:, 1]
-    if hi == lo:
-        return float(np.interp(lo, hx, hy))
-    # Piecewise linear, flat past the last hull point (np.interp clamps), starts at cost 0.
-    xs = np.unique(np.concatenate([[lo, hi], hx[(hx > lo) & (hx < hi)]]))
-    ys = np.interp(xs, hx, hy)
-    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
-    return area / (hi - lo)
 
 
 def family_aiq(summary: pd.DataFrame, benchmark: str = AVERAGE) -> pd.DataFrame:
@@ -490,6 +541,116 @@ def _unseen_section(summary: pd.DataFrame) -> list[str]:
     ]
 
 
+def _ci(est: float, lo: float, hi: float, fmt: str = "{:+.1f}") -> str:
+    return f"{fmt.format(est)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _claims(r) -> str:
+    """The comparisons whose interval excludes zero: only these count as claims."""
+    out = []
+    if r.d_em_best_lo > 0:
+        out.append(f"EM above {r.best_single}")
+    elif r.d_em_best_hi < 0:
+        out.append(f"EM below {r.best_single}")
+    if r.d_cost_best_hi < 0:
+        out.append(f"cheaper than {r.best_single}")
+    elif r.d_cost_best_lo > 0:
+        out.append(f"dearer than {r.best_single}")
+    if r.d_em_frontier_lo > 0:
+        out.append("above the frontier")
+    elif r.d_em_frontier_hi < 0:
+        out.append("below the frontier")
+    return "; ".join(out) or "none"
+
+
+def _intervals_section(summary: pd.DataFrame, level: float) -> list[str]:
+    """Every method against the single models, on the average page, with bootstrap intervals."""
+    if "d_em_best" not in summary.columns:
+        return []
+    page = summary[(summary["benchmark"] == AVERAGE) & summary["d_em_best"].notna()]
+    if page.empty:
+        return []
+    ci = f"{100 * level:g}%"
+    rows = []
+    for r in page.itertuples(index=False):
+        seeds = int(getattr(r, "n_seeds", 1) or 1)
+        spread = f" (EM {r.seed_em_min:.1f}–{r.seed_em_max:.1f})" if seeds > 1 else ""
+        rows.append(
+            [
+                r.method,
+                f"{seeds}{spread}",
+                _ci(r.em, r.em_lo, r.em_hi, "{:.1f}"),
+                _ci(r.cost, r.cost_lo, r.cost_hi, "{:.2e}"),
+                _ci(r.d_em_best, r.d_em_best_lo, r.d_em_best_hi),
+                _ci(r.d_cost_best, r.d_cost_best_lo, r.d_cost_best_hi, "{:+.2e}"),
+                _ci(r.d_em_frontier, r.d_em_frontier_lo, r.d_em_frontier_hi),
+                _claims(r),
+            ]
+        )
+    best = ", ".join(sorted(set(page["best_single"])))
+    header = [
+        "method",
+        "seeds",
+        "EM %",
+        "$ / question",
+        "Δ EM vs best single",
+        "Δ $ vs best single",
+        "Δ EM vs frontier at same cost",
+        "claims",
+    ]
+    return [
+        f"## Against the single models ({ci} paired-bootstrap intervals, macro average)",
+        "",
+        *_md_table(header, rows),
+        "",
+        f"Best single model (highest EM on these questions): {best}. Frontier: the best EM a "
+        "random mix of single models reaches at the method's cost (their upper cost-EM hull). "
+        "Intervals resample the questions within each benchmark, with every method scored on "
+        "the same draws; a router's training seeds are averaged per question (the seeds' own "
+        "EM range is shown beside their count). **A claim counts only where its interval "
+        "excludes zero**; per-benchmark intervals are in summary.csv.",
+        "",
+    ]
+
+
+# the headroom strategies placed beside the routers (see routerr1.headroom)
+_HEADROOM_MAIN = ("oracle", "best cascade", "best vote", "vote of all", "pre-route (text)")
+
+
+def _headroom_section(summary: pd.DataFrame, headroom: pd.DataFrame | None) -> list[str]:
+    """Routers and the pool's headroom strategies on one cost-sorted table (average page)."""
+    if headroom is None or headroom.empty:
+        return []
+    hr = headroom[headroom["benchmark"] == AVERAGE]
+    entries = []
+    for r in hr[hr["strategy"].isin(_HEADROOM_MAIN)].itertuples(index=False):
+        note = "upper bound (reads gold)" if r.strategy == "oracle" else "held out"
+        delta = _ci(r.d_frontier, r.d_frontier_lo, r.d_frontier_hi)
+        entries.append(
+            (r.cost, [f"headroom: {r.strategy}", f"{r.em:.1f}", _fmt_cost(r.cost), delta, note])
+        )
+    page = summary[(summary["benchmark"] == AVERAGE) & summary["family"].isin(_SWEEP_FAMILIES)]
+    for r in page.itertuples(index=False):
+        have = "d_em_frontier" in page.columns and pd.notna(r.d_em_frontier)
+        delta = _ci(r.d_em_frontier, r.d_em_frontier_lo, r.d_em_frontier_hi) if have else "–"
+        entries.append((r.cost, [r.method, f"{r.em:.1f}", _fmt_cost(r.cost), delta, "router"]))
+    if not entries:
+        return []
+    entries.sort(key=lambda e: e[0])
+    return [
+        "## Routers against the pool's headroom (macro average)",
+        "",
+        *_md_table(
+            ["method", "EM %", "$ / question", "Δ EM vs frontier [CI]", ""], [e[1] for e in entries]
+        ),
+        "",
+        "Headroom strategies use only the single models' answers, with every learned choice "
+        "made on training folds (results/headroom.md). A router below a headroom strategy at a "
+        "similar cost leaves gain a simple rule already gets.",
+        "",
+    ]
+
+
 def decoding_text(decoding: Mapping[str, Any] | None) -> str:
     """One line for the summary header: how the routers decoded at evaluation."""
     if not decoding or decoding.get("decoding", "greedy") == "greedy":
@@ -536,12 +697,16 @@ def render_markdown(
     summary: pd.DataFrame,
     manifest: Mapping[str, Any] | None = None,
     decoding: Mapping[str, Any] | None = None,
+    headroom: pd.DataFrame | None = None,
+    level: float = DEFAULT_LEVEL,
 ) -> str:
     """Markdown report from a summary as returned by `aggregate`.
 
     With ``decoding`` the header says how the routers decoded; with ``manifest`` (the data
     stage's eval_manifest.json) it lists the evaluation sets and, under "Skipped benchmarks",
-    each configured benchmark the data source lacked, with the reason.
+    each configured benchmark the data source lacked, with the reason. Summaries with interval
+    columns (`bootstrap_intervals`) get the comparison with the single models; with
+    ``headroom`` (results/headroom.csv) the routers are placed against the pool's headroom.
     """
     summary = _sort_summary(summary)
     benchmarks = sorted(b for b in summary["benchmark"].unique() if b != AVERAGE)
@@ -586,6 +751,8 @@ def render_markdown(
         if partial:
             out += [footnote, ""]
 
+    out += _intervals_section(summary, level)
+    out += _headroom_section(summary, headroom)
     out += _unseen_section(summary)
 
     out += ["## AIQ per family (average page)", ""]
@@ -619,7 +786,70 @@ def _cost_floor(costs: np.ndarray) -> float:
     return float(pos.min()) / 10.0 if pos.size else _ZERO_COST_FLOOR
 
 
-def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
+# headroom strategies drawn on the Pareto pages: hollow grey markers
+_HEADROOM_MARKERS = {
+    "best cascade": "v",
+    "best vote": "p",
+    "vote of all": "h",
+    "pre-route (text)": "d",
+    "oracle": "*",
+}
+
+
+def _whiskers(ax, rows: pd.DataFrame, floor: float) -> None:
+    """Bootstrap intervals of a sweep's EM (vertical) and cost (horizontal)."""
+    if "em_lo" not in rows.columns:
+        return
+    rows = rows[rows["em_lo"].notna()]
+    if rows.empty:
+        return
+    x, y = rows["x"].to_numpy(float), rows["em"].to_numpy(float)
+    lo_x = np.maximum(rows["cost_lo"].to_numpy(float), floor)
+    hi_x = np.maximum(rows["cost_hi"].to_numpy(float), floor)
+    ax.errorbar(
+        x,
+        y,
+        yerr=[np.maximum(y - rows["em_lo"], 0), np.maximum(rows["em_hi"] - y, 0)],
+        xerr=[np.maximum(x - lo_x, 0), np.maximum(hi_x - x, 0)],
+        fmt="none",
+        ecolor="C0",
+        elinewidth=0.9,
+        capsize=2.5,
+        alpha=0.6,
+    )
+
+
+def _headroom_points(ax, page: pd.DataFrame, headroom: pd.DataFrame, floor: float) -> None:
+    """The pool's headroom strategies on this page, and the single-model mixing frontier."""
+    singles = page[page["family"] == "single"]
+    if not singles.empty:
+        pts = list(zip(singles["cost"].astype(float), singles["em"].astype(float), strict=True))
+        xs = np.geomspace(max(floor, 1e-300), max(float(page["x"].max()), floor), 200)
+        ax.plot(xs, frontier_at(pts, xs), ":", color="0.55", lw=1.2, label="single-model mixes")
+    if headroom is None or headroom.empty:
+        return
+    has_oracle = bool((page["family"] == ORACLE_FAMILY).any())
+    part = headroom[headroom["benchmark"] == page["benchmark"].iloc[0]]
+    for r in part.itertuples(index=False):
+        marker = _HEADROOM_MARKERS.get(r.strategy)
+        if marker is None or (r.strategy == "oracle" and has_oracle):
+            continue
+        ax.plot(
+            [max(float(r.cost), floor)],
+            [r.em],
+            linestyle="none",
+            marker=marker,
+            ms=10 if marker == "*" else 8,
+            color="0.3",
+            markerfacecolor="none",
+            markeredgewidth=1.3,
+            label=f"headroom: {r.strategy}",
+        )
+
+
+def _page_figure(
+    summary: pd.DataFrame, benchmark: str, headroom: pd.DataFrame | None = None
+) -> Figure:
     """One Pareto page: EM against mean cost, routers joined in alpha order, frontier dashed."""
     page = _sort_summary(summary[summary["benchmark"] == benchmark])
     costs = page["cost"].to_numpy(dtype=float)
@@ -634,6 +864,7 @@ def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
         if routers.empty:
             continue
         ax.plot(routers["x"], routers["em"], color="C0", lw=1.8, ms=7, label=label, **style)
+        _whiskers(ax, routers, floor)
         for r in routers.itertuples(index=False):
             ax.annotate(
                 f"α={r.alpha:g}",
@@ -665,6 +896,7 @@ def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
         fy = np.append(fy, fy[-1])
         label = "Pareto frontier" + (" (excl. oracle)" if len(deployable) < len(page) else "")
         ax.plot(fx, fy, "--", color="0.4", lw=1.2, drawstyle="steps-post", label=label)
+    _headroom_points(ax, page, headroom, floor)
 
     ax.set_xscale("log")
     xlabel = "mean cost per question ($, log scale)"
@@ -682,13 +914,19 @@ def _page_figure(summary: pd.DataFrame, benchmark: str) -> Figure:
     return fig
 
 
-def plot_pareto(summary: pd.DataFrame, pdf_path: Path) -> None:
+def plot_pareto(
+    summary: pd.DataFrame, pdf_path: Path, headroom: pd.DataFrame | None = None
+) -> None:
     """Write a multipage PDF: page 1 the "average", then one page per benchmark (sorted).
 
     Each page plots mean EM against mean dollar cost per question on a log axis; zero costs are
     drawn a decade below the cheapest positive cost (or at 1e-9 if all are zero), as the axis
-    label says. Router-R1 points are joined in alpha order; the dashed step line is the Pareto
-    frontier of every method except the oracle (an upper bound that reads the gold answers).
+    label says. Router-R1 points are joined in alpha order, with whiskers for their bootstrap
+    intervals of EM and cost when the summary has them (`bootstrap_intervals`); the dashed step
+    line is the Pareto frontier of every method except the oracle (an upper bound that reads
+    the gold answers); the dotted line is the best EM a random mix of single models reaches at
+    each cost. With ``headroom`` (results/headroom.csv) the pool's headroom strategies are drawn
+    as hollow grey markers.
     """
     needed = {"method", "family", "alpha", "benchmark", "em", "cost", "n_benchmarks"}
     missing = sorted(needed - set(summary.columns))
@@ -707,7 +945,7 @@ def plot_pareto(summary: pd.DataFrame, pdf_path: Path) -> None:
         # No CreationDate: the same summary gives a byte-identical PDF.
         with PdfPages(tmp, metadata={"CreationDate": None}) as pdf:
             for b in pages:
-                pdf.savefig(_page_figure(summary, b))
+                pdf.savefig(_page_figure(summary, b, headroom))
         os.replace(tmp, pdf_path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -89,12 +89,15 @@ def comparison_table(runs: pd.DataFrame, benchmark: str | None = None) -> pd.Dat
     ]
     if runs.empty or not metric_cols:
         return empty
+    run_key = _tag(runs, RUN_KEY_TAG).fillna(runs["run_id"])
+    # a router of another training seed evaluates under "eval/<method>/seed~S": keep it apart
+    seed_level = run_key.str.extract(r"(/seed~\d+)$", expand=False).fillna("")
     frame = pd.DataFrame(
         {
             "run_id": runs["run_id"],
             "start_time": runs["start_time"],
-            "run_key": _tag(runs, RUN_KEY_TAG).fillna(runs["run_id"]),
-            "method": _tag(runs, "method").fillna(""),
+            "run_key": run_key,
+            "method": _tag(runs, "method").fillna("") + seed_level,
             "family": _tag(runs, "family").fillna(""),
             "alpha": _tag(runs, "alpha").fillna(""),
             "pool_hash": _tag(runs, "pool_hash").fillna(""),

@@ -20,6 +20,7 @@ from routerr1.config import (
     eval_config,
     pool_entries,
     rollout_config,
+    seed_level,
     train_config,
     warm_start_config,
 )
@@ -339,14 +340,20 @@ def train(
     model_out: str,
     models_root: Path = MODELS_ROOT,
     track: bool = True,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Train one router; ``track=False`` (ranks other than 0 under accelerate) skips MLflow."""
+    """Train one router; ``track=False`` (ranks other than 0 under accelerate) skips MLflow.
+
+    ``seed``: the training seed (``train.seeds``); None is the top-level seed, whose run keeps
+    the one-seed MLflow key ``train/alpha~A`` (other seeds add ``/seed~S``).
+    """
     from routerr1.data import read_records
     from routerr1.tracking import flat_params, log_json_artifact, tracked_run
     from routerr1.train import step_metrics, train_router
     from routerr1.vllm_rollout import vllm_config
 
     tcfg, rcfg = train_config(cfg), rollout_config(cfg)
+    seed = int(cfg["seed"]) if seed is None else int(seed)
 
     def run() -> dict[str, Any]:
         with _pool(cfg, models_root) as pool:
@@ -361,20 +368,24 @@ def train(
                 rollout_cfg=rcfg,
                 checkpoint_dir=checkpoints,
                 model_out=model_out,
-                seed=cfg["seed"],
+                seed=seed,
                 mlflow_active=track,
                 vllm=vllm_config(cfg),
             )
 
     if not track:
         return run()
-    key = f"train/alpha~{alpha!r}"
-    with tracked_run(cfg, key, f"train alpha={alpha}", {"stage": "train", "alpha": str(alpha)}):
+    level = seed_level(cfg, seed)
+    key = f"train/alpha~{alpha!r}{level}"
+    name = f"train alpha={alpha}" + (f" seed={seed}" if level else "")
+    tags = {"stage": "train", "alpha": str(alpha), "seed": str(seed)}
+    with tracked_run(cfg, key, name, tags):
         mlflow.log_params(
             {
                 **flat_params("train", cfg["train"]),
                 **flat_params("rollout", cfg["rollout"]),
                 "alpha": alpha,
+                "seed": seed,
                 "policy": cfg["policy"]["model"],
             }
         )
@@ -413,7 +424,10 @@ def evaluate_router(
     alpha: float | None,
     models_root: Path = MODELS_ROOT,
     add_columns: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    seed: int | None = None,
 ) -> pd.DataFrame:
+    """Evaluate a router; ``seed``: the training seed of a router trained with a seed other
+    than the top-level one (written as a ``seed`` column; its run key adds ``/seed~S``)."""
     from routerr1.data import read_records
     from routerr1.evaluate import evaluate_router as run_router
     from routerr1.tracking import log_json_artifact, tracked_run
@@ -427,11 +441,14 @@ def evaluate_router(
         "alpha": "" if alpha is None else str(alpha),
         "pool_hash": pool_hash(cfg),
     }
+    if seed is not None:
+        tags["seed"] = str(seed)
     decoding = ecfg.decoding(cfg["seed"])
     # a killed evaluation resumes from its finished batches (if made with the same decoding)
     store = ChunkStore(out, settings=decoding)
     pool = _pool(cfg, models_root)
-    with pool, tracked_run(cfg, f"eval/{method}", f"eval {method}", tags):
+    level = seed_level(cfg, seed)
+    with pool, tracked_run(cfg, f"eval/{method}{level}", f"eval {method}{level}", tags):
         mlflow.log_params({f"eval.{k}": v for k, v in decoding.items()})
         model, tok = load_policy(_loadable(policy_dir), cfg["policy"]["dtype"])
         rows = run_router(
@@ -452,6 +469,8 @@ def evaluate_router(
         )
         if add_columns is not None:
             rows = add_columns(rows)
+        if seed is not None:
+            rows = rows.assign(seed=int(seed))
         _log_eval(rows)
         log_json_artifact(price_table(cfg), "price_table.json")
         write_parquet_atomic(rows, out)
@@ -635,6 +654,7 @@ def evaluate_router_unseen(
     method: str,
     alpha: float,
     models_root: Path = MODELS_ROOT,
+    seed: int | None = None,
 ) -> pd.DataFrame:
     """A trained router with the pool extended by pool_unseen; rows add ``unseen_calls``."""
     from routerr1.baselines import extended_pool_config, unseen_calls
@@ -654,4 +674,5 @@ def evaluate_router_unseen(
         add_columns=lambda rows: rows.assign(
             unseen_calls=unseen_calls(list(rows["trajectory"]), ext["pool"], names)
         ),
+        seed=seed,
     )

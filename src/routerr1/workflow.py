@@ -23,12 +23,18 @@ POOL_RULES = frozenset(
         "pool_answers",
         "warm_start",
         "train_router",
+        "train_router_seed",
         "evaluate_router",
+        "evaluate_router_seed",
         "evaluate_prompt_router",
         "evaluate_single",
     }
 )
-UNSEEN_RULES = frozenset({"profile_unseen", "evaluate_router_unseen"})  # pool + pool_unseen
+# pool + pool_unseen
+UNSEEN_RULES = frozenset(
+    {"profile_unseen", "evaluate_router_unseen", "evaluate_router_unseen_seed"}
+)
+TRAIN_RULES = frozenset({"train_router", "train_router_seed"})  # one per training seed
 
 
 def slug(name: str) -> str:
@@ -93,7 +99,7 @@ def needs_gpu_env(
     config: Mapping[str, Any], rule: str, base_dirs: Sequence[str | Path] = ()
 ) -> bool:
     """Whether ``rule``'s job imports vllm or deepspeed, or starts ``vllm serve`` (this config)."""
-    if rule == "train_router" and trains_on_gpu_stack(config, base_dirs):
+    if rule in TRAIN_RULES and trains_on_gpu_stack(config, base_dirs):
         return True
     if rule in UNSEEN_RULES:
         return launches_vllm([*config.get("pool", []), *config.get("pool_unseen", [])])

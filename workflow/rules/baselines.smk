@@ -127,3 +127,24 @@ rule evaluate_router_unseen:
         rule_env("evaluate_router_unseen")
     script:
         "../scripts/evaluate_router_unseen.py"
+
+
+use rule evaluate_router_seed as evaluate_router_unseen_seed with:
+    input:
+        eval="results/data/eval.parquet",
+        descriptors="results/pool/unseen/descriptors.json",
+        policy="results/train/alpha~{alpha}/seed~{seed}/model",
+        models=[model_dir(k) for k in sorted({*POOL_MODEL_KEYS, *UNSEEN_MODEL_KEYS})],
+    output:
+        "results/eval/router_unseen/alpha~{alpha}/seed~{seed}.parquet",
+    log:
+        "logs/evaluate/router_unseen_alpha~{alpha}/seed~{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/router_unseen_alpha~{alpha}/seed~{seed}.tsv"
+    params:
+        method=lambda wc: f"router-r1+unseen@a{wc.alpha}",
+        family="router-r1-unseen",
+        unseen=True,
+        decoding=EVAL_DECODING,
+    conda:
+        rule_env("evaluate_router_unseen_seed")

@@ -1,4 +1,4 @@
-from routerr1.config import alpha_label
+from routerr1.config import alpha_label, seed_level, train_seeds
 from routerr1.workflow import conda_env, fetched_model_keys, slug
 
 POLICY_MODEL = config["policy"]["model"]
@@ -20,10 +20,24 @@ def grpo_policy(wildcards):
     return "results/warmstart/model"
 
 ALPHAS = [alpha_label(a) for a in config["train"]["alphas"]]
+# One router per alpha and training seed. The top-level seed keeps the one-seed paths
+# (results/train/alpha~A/model, results/eval/router/alpha~A.parquet): the outputs of every
+# earlier run stay valid. Other seeds add a level (alpha~A/seed~S) through the *_seed rules.
+SEEDS = train_seeds(config)
+ROUTER_RUNS = [(a, seed_level(config, s)) for a in ALPHAS for s in SEEDS]
+
+
+def router_models():
+    return [f"results/train/alpha~{a}{level}/model" for a, level in ROUTER_RUNS]
+
+
+def router_evals(folder="router"):
+    return [f"results/eval/{folder}/alpha~{a}{level}.parquet" for a, level in ROUTER_RUNS]
 
 
 wildcard_constraints:
     alpha=r"[0-9.]+",
+    seed=r"[0-9]+",
     model=r"[A-Za-z0-9._-]+",
     member=r"[A-Za-z0-9._-]+",
 
@@ -33,7 +47,7 @@ def model_dir(key):
 
 
 def eval_outputs():
-    outs = expand("results/eval/router/alpha~{alpha}.parquet", alpha=ALPHAS)
+    outs = router_evals()
     if "single" in config["eval"]["baselines"]:
         outs += expand("results/eval/single/{member}.parquet", member=sorted(POOL))
     if "prompt_router" in config["eval"]["baselines"]:
@@ -42,8 +56,22 @@ def eval_outputs():
         if name in config["eval"]["baselines"]:
             outs.append(f"results/eval/baselines/{name}.parquet")
     if config["pool_unseen"]:
-        outs += expand("results/eval/router_unseen/alpha~{alpha}.parquet", alpha=ALPHAS)
+        outs += router_evals("router_unseen")
     return outs
+
+
+def routing_inputs():
+    """Evaluations whose rows come from a routing policy (the routing-behaviour report)."""
+    outs = router_evals()
+    if "prompt_router" in config["eval"]["baselines"]:
+        outs.append("results/eval/prompt_router/untrained.parquet")
+    if config["pool_unseen"]:
+        outs += router_evals("router_unseen")
+    return outs
+
+
+# The headroom report and the intervals compare against each pool model alone.
+HAS_SINGLE = "single" in config["eval"]["baselines"]
 
 
 def rule_env(name):

@@ -26,6 +26,31 @@ rule evaluate_router:
         "../scripts/evaluate_router.py"
 
 
+# A router of another training seed (see train_router_seed): its rows carry a `seed` column.
+rule evaluate_router_seed:
+    input:
+        eval="results/data/eval.parquet",
+        descriptors="results/pool/descriptors.json",
+        policy="results/train/alpha~{alpha}/seed~{seed}/model",
+        models=[model_dir(k) for k in POOL_MODEL_KEYS],
+    output:
+        "results/eval/router/alpha~{alpha}/seed~{seed}.parquet",
+    log:
+        "logs/evaluate/router_alpha~{alpha}/seed~{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/router_alpha~{alpha}/seed~{seed}.tsv"
+    params:
+        method=lambda wc: f"router-r1@a{wc.alpha}",
+        family="router-r1",
+        unseen=False,
+        decoding=EVAL_DECODING,
+    threads: config["threads"]
+    conda:
+        rule_env("evaluate_router_seed")
+    script:
+        "../scripts/evaluate_router_seed.py"
+
+
 use rule evaluate_router as evaluate_prompt_router with:
     input:
         eval="results/data/eval.parquet",

@@ -71,3 +71,27 @@ rule train_router:
         rule_env("train_router")
     script:
         "../scripts/train_router.py"
+
+
+# Another training seed (train.seeds) of the same alpha. A rule of its own, not `use rule`: the
+# seed reaches the job through its own script, and train_router's script stays as it was
+# (Snakemake reruns a job whose script is newer than its outputs).
+rule train_router_seed:
+    input:
+        train="results/data/train.parquet",
+        descriptors="results/pool/descriptors.json",
+        policy=grpo_policy,
+        models=[model_dir(k) for k in POOL_MODEL_KEYS],
+    output:
+        directory("results/train/alpha~{alpha}/seed~{seed}/model"),
+    log:
+        "logs/train_router/alpha~{alpha}/seed~{seed}.log",
+    benchmark:
+        "results/benchmarks/train_router/alpha~{alpha}/seed~{seed}.tsv"
+    params:
+        checkpoints=lambda wc: f"results/train/alpha~{wc.alpha}/seed~{wc.seed}/checkpoints",
+    threads: config["threads"]
+    conda:
+        rule_env("train_router_seed")
+    script:
+        "../scripts/train_router_seed.py"
