@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from routerr1.config import canonical_model_key
+
 __all__ = [
     "TAGS",
     "PLACEHOLDER_MODELS",
@@ -68,11 +70,6 @@ MODEL_MATCHES: tuple[str, ...] = ("exact", "substring")
 # Router-R1 rejects a search whose text contains its prompt's placeholders anywhere.
 _ROUTER_R1_PLACEHOLDERS = ("llm-name", "your-query")
 _UNKNOWN_MODEL = "unknown model"
-
-
-def canonical_model_key(name: str) -> str:
-    """Lowercase and drop whitespace, '-' and '_' ("qwen2.5 coder 1.5b" == "Qwen2.5-Coder-1.5B")."""
-    return _WS_SEP_RE.sub("", name.lower())
 
 
 class ModelNameResolver:

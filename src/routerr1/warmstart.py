@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from routerr1.config import PoolEntry, RolloutConfig
+from routerr1.config import ANSWER_SOURCES, PoolEntry, RolloutConfig, WarmStartConfig
 from routerr1.data import QARecord
 from routerr1.parse import ModelNameResolver, check_format, strip_tags
 from routerr1.prompt import Descriptor, chat_prompt, render_router_prompt
@@ -45,31 +45,6 @@ FINAL_THOUGHTS = (
     "I can answer now.",
     "That settles it.",
 )
-ANSWER_SOURCES = ("relay", "gold")
-ROUTING_RULES = ("largest", "reward")
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    enabled: bool = True
-    epochs: int = 2
-    learning_rate: float = 5e-5
-    batch_size: int = 8
-    max_length: int = 1024
-    n_eval: int = 64
-    max_examples: int | None = None  # None: every training question the pool answered
-    answer: str = "relay"  # "relay": the information's text; "gold": the gold answer
-    routing: str = "largest"  # "largest": one warm start; "reward": one per alpha
-
-    def __post_init__(self) -> None:
-        if self.answer not in ANSWER_SOURCES:
-            raise ValueError(
-                f"warm_start.answer must be one of {ANSWER_SOURCES}, got {self.answer!r}"
-            )
-        if self.routing not in ROUTING_RULES:
-            raise ValueError(
-                f"warm_start.routing must be one of {ROUTING_RULES}, got {self.routing!r}"
-            )
 
 
 @dataclass(frozen=True)

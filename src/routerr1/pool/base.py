@@ -17,46 +17,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from routerr1.config import PoolEntry
+from routerr1.pool.backend import Backend, BackendStartError, Generation
 from routerr1.reward import call_cost
 
 if TYPE_CHECKING:
     from routerr1.pool.cache import CallCache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Generation:
-    """One answer from a backend.
-
-    ``in_tokens``: prompt tokens, padding excluded. ``out_tokens``: tokens generated up to and
-    including the EOS or the stop token (tokens after the cut in post-processing still count:
-    they were computed). ``latency_s``: for the local backend, wall time of the whole batch the
-    request ran in (the latency a caller in that batch observes); for the openai backend, the
-    request's own wall time, retries included. ``error``: set (and ``text`` empty) when the call
-    failed. ``finish_reason``: "stop" or "length" where known. ``cached``: answered from the
-    call cache (tokens and latency are the recorded ones).
-    """
-
-    text: str
-    in_tokens: int
-    out_tokens: int
-    latency_s: float
-    error: str | None = None
-    finish_reason: str | None = None
-    cached: bool = False
-
-
-class BackendStartError(RuntimeError):
-    """A backend's server could not be started (``serve: vllm``). Unlike a failing call, this
-    stops the pipeline: every later call would fail the same way, slowly."""
-
-
-class Backend(Protocol):
-    def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]: ...
 
 
 @dataclass(frozen=True)

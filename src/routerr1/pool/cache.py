@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from routerr1.config import PoolEntry
-from routerr1.pool.base import Generation
+from routerr1.pool.backend import Generation
 from routerr1.pool.messages import question_messages
 
 log = logging.getLogger(__name__)

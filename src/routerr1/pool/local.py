@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length, plain_cache
-from routerr1.pool.base import Generation
+from routerr1.pool.backend import Generation
 from routerr1.pool.messages import (
     CHAT_INSTRUCTION,
     DEFAULT_FEWSHOT,

@@ -50,7 +50,7 @@ from tenacity import (
 )
 
 from routerr1.config import PoolEntry
-from routerr1.pool.base import Generation
+from routerr1.pool.backend import Generation
 from routerr1.pool.messages import Message, clean_answer, question_messages, render_fewshot
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from routerr1.pool.base import Generation
+from routerr1.pool.backend import Generation
 from routerr1.pool.messages import Message, render_fewshot
 
 log = logging.getLogger(__name__)

@@ -47,27 +47,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from routerr1.config import PoolEntry
-from routerr1.pool.base import BackendStartError, Generation
+from routerr1.config import PoolEntry, VllmOptions
+from routerr1.pool.backend import BackendStartError, Generation
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COMMAND = ("vllm", "serve")
 HOST = "127.0.0.1"
-# Flags the launcher sets itself; extra_args may not repeat them (the options say it instead).
-MANAGED_FLAGS = {
-    "--host": "the server always binds 127.0.0.1",
-    "--port": "use vllm.port",
-    "--served-model-name": "use the entry's served_model",
-    "--tensor-parallel-size": "use vllm.tensor_parallel_size",
-    "-tp": "use vllm.tensor_parallel_size",
-    "--gpu-memory-utilization": "use vllm.gpu_memory_utilization",
-    "--api-key": "use the entry's api_key_env (passed as VLLM_API_KEY, never on the command line)",
-}
 _PORT_TRIES = 3  # a port picked free can be taken before vllm binds it: retry with another
 _TAIL_LINES = 30
 
@@ -75,85 +65,6 @@ _TAIL_LINES = 30
 class ServerStartError(BackendStartError):
     """A launched server exited or never answered ``/health``; the message names the model,
     the URL and the tail of the server log."""
-
-
-@dataclass(frozen=True)
-class VllmOptions:
-    """The ``vllm:`` block of a pool entry (see the config schema for each field)."""
-
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85
-    port: int | None = None
-    extra_args: tuple[str, ...] = ()
-    startup_timeout_s: float = 900.0
-    stop_timeout_s: float = 30.0
-    command: tuple[str, ...] | None = None
-    model: str | None = None
-    log_dir: str = "results/logs/vllm"
-    env: Mapping[str, str] = field(default_factory=dict, hash=False)
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "vllm") -> VllmOptions:
-        """Options from config, checked; ValueError names ``where.<field>``."""
-        raw = dict(raw or {})
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"{where}.{unknown[0]}: unknown option")
-
-        def number(key: str, low: float, high: float | None = None, integer: bool = False):
-            value = raw.get(key, getattr(cls, key))
-            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if isinstance(value, bool) or not ok or value < low or (high and value > high):
-                span = f">= {low}" if high is None else f"in ({low}, {high}]"
-                raise ValueError(f"{where}.{key}: {value!r} must be a number {span}")
-            return value
-
-        def strings(key: str) -> tuple[str, ...] | None:
-            value = raw.get(key)
-            if value is None:
-                return None
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{where}.{key}: {value!r} must be a list of strings")
-            return tuple(value)
-
-        port = raw.get("port")
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
-        ):
-            raise ValueError(f"{where}.port: {port!r} must be null or a port in 1..65535")
-        gpu = number("gpu_memory_utilization", 0.0, 1.0)
-        if gpu <= 0:
-            raise ValueError(f"{where}.gpu_memory_utilization: {gpu!r} must be in (0, 1]")
-        extra = strings("extra_args") or ()
-        for arg in extra:
-            flag = arg.split("=", 1)[0]
-            if flag in MANAGED_FLAGS:
-                raise ValueError(
-                    f"{where}.extra_args: {flag!r} is set by the launcher; {MANAGED_FLAGS[flag]}"
-                )
-        command = strings("command")
-        if command is not None and not command:
-            raise ValueError(f"{where}.command: must not be empty (null means 'vllm serve')")
-        env = raw.get("env") or {}
-        if not isinstance(env, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ValueError(f"{where}.env: {env!r} must map names to strings")
-        for key in ("model", "log_dir"):
-            if raw.get(key) is not None and not (isinstance(raw[key], str) and raw[key]):
-                raise ValueError(f"{where}.{key}: {raw[key]!r} must be a non-empty string")
-        return cls(
-            tensor_parallel_size=number("tensor_parallel_size", 1, integer=True),
-            gpu_memory_utilization=float(gpu),
-            port=port,
-            extra_args=extra,
-            startup_timeout_s=float(number("startup_timeout_s", 1e-3)),
-            stop_timeout_s=float(number("stop_timeout_s", 0.0)),
-            command=command,
-            model=raw.get("model"),
-            log_dir=raw.get("log_dir") or cls.log_dir,
-            env=dict(env),
-        )
 
 
 def serve_args(
