@@ -23,3 +23,41 @@ def test_modules_the_rules_import_leave_torch_alone():
     code += "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", (modules, out.stdout)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The routerr1 modules ``path`` imports anywhere (function-level imports included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module in modules:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names} & modules
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names} & modules
+    return found
+
+
+def test_the_library_has_no_import_cycle():
+    src = REPO / "src"
+    files = {
+        ".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (src / "routerr1").rglob("*.py")
+    }
+    graph = {m: _imports(p, set(files)) - {m} for m, p in files.items()}
+    # config is the root every module may build on: it imports nothing of ours
+    assert graph["routerr1.config"] == set()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module) :]))
+        if module in done:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
