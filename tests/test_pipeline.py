@@ -74,9 +74,10 @@ def test_dry_run_shows_whole_dag(tmp_path, tiny_mirror):
     )
 
 
-def test_reward_routing_warm_starts_once_per_alpha(tmp_path, tiny_mirror):
+@pytest.mark.parametrize("routing", ["reward", "predicted"])
+def test_reward_routing_warm_starts_once_per_alpha(tmp_path, tiny_mirror, routing):
     cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["warm_start"]["routing"] = "reward"
+    cfg["warm_start"]["routing"] = routing
     configfile = tmp_path / "reward.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, tiny_mirror, "-n", "results/pareto.pdf", configfile=configfile)

@@ -14,6 +14,7 @@ from routerr1.warmstart import (
     WarmStartConfig,
     build_examples,
     pick_target,
+    predicted_routing,
     reward_routing,
     warm_start,
 )
@@ -101,6 +102,35 @@ def test_reward_routing_never_targets_a_failed_call():
         pick_target(q0, ENTRIES, rule)
     with pytest.raises(ValueError, match="cost"):
         reward_routing(train.drop(columns="cost"), 0.9, False)
+
+
+def test_predicted_routing_follows_what_the_question_text_predicts():
+    # "sum" questions: only Big is right; "capital" questions: Tiny and Big are right, and a
+    # few exceptions no text predicts (the oracle would chase them; a text router cannot)
+    rows = []
+    for i in range(12):
+        rows.append(priced_answers(f"what is the sum of {i} and {i + 3}", {"Big"}))
+        right = {"Mid"} if i == 5 else {"Tiny", "Big"}  # one unpredictable exception
+        rows.append(priced_answers(f"what is the capital of country {i}", right))
+    train = pd.concat(rows).reset_index(drop=True)
+    rule0, scores0 = predicted_routing(train, 0.0, True)
+    rule5, scores5 = predicted_routing(train, 0.5, True)
+
+    def pick(question, rule, scores):
+        return pick_target(train[train["question"] == question], ENTRIES, rule, scores)[0]
+
+    # alpha 0: the best predicted model per kind of question (ties go to the better prior)
+    assert {pick(f"what is the sum of {i} and {i + 3}", rule0, scores0) for i in range(12)} == {
+        "Big"
+    }
+    # a cost weight sends the capitals, which Tiny answers as well as Big, to Tiny
+    capitals = {pick(f"what is the capital of country {i}", rule5, scores5) for i in range(12)}
+    assert capitals == {"Tiny"}  # the exception (Mid right) is not predictable: no Mid target
+    assert {pick(f"what is the sum of {i} and {i + 3}", rule5, scores5) for i in range(12)} == {
+        "Big"
+    }
+    with pytest.raises(ValueError, match="question"):
+        predicted_routing(train.drop(columns="question"), 0.5, True)
 
 
 def test_config_rejects_an_unknown_routing_rule():

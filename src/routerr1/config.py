@@ -318,7 +318,9 @@ class EvalConfig:
 
 
 ANSWER_SOURCES = ("relay", "gold")
-ROUTING_RULES = ("largest", "reward")
+ROUTING_RULES = ("largest", "reward", "predicted")
+# rules that route by the reward at one alpha: one warm start per alpha
+PER_ALPHA_ROUTING = ("reward", "predicted")
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,7 @@ class WarmStartConfig:
     n_eval: int = 64
     max_examples: int | None = None  # None: every training question the pool answered
     answer: str = "relay"  # "relay": the information's text; "gold": the gold answer
-    routing: str = "largest"  # "largest": one warm start; "reward": one per alpha
+    routing: str = "largest"  # "largest": one warm start; "reward"/"predicted": one per alpha
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_SOURCES:

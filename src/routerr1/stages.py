@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from routerr1.config import (
+    PER_ALPHA_ROUTING,
     eval_config,
     pool_entries,
     rollout_config,
@@ -248,9 +249,12 @@ def warmstart(
     from routerr1.warmstart import build_examples, format_compliance, warm_start
 
     wcfg, rcfg, tcfg = warm_start_config(cfg), rollout_config(cfg), train_config(cfg)
-    if wcfg.routing == "reward" and alpha is None:
-        raise ValueError("warm_start.routing: reward routes per alpha; pass the alpha to warm for")
-    routing = (alpha, tcfg.cost_on_correct_only) if wcfg.routing == "reward" else None
+    per_alpha = wcfg.routing in PER_ALPHA_ROUTING
+    if per_alpha and alpha is None:
+        raise ValueError(
+            f"warm_start.routing: {wcfg.routing} routes per alpha; pass the alpha to warm for"
+        )
+    routing = (alpha, tcfg.cost_on_correct_only) if per_alpha else None
     key, tags = "warm_start", {"stage": "warm_start"}
     if routing is not None:
         key, tags = f"warm_start/alpha~{alpha!r}", {**tags, "alpha": str(alpha)}
@@ -297,6 +301,7 @@ def warmstart(
             limit=wcfg.max_examples,
             answer=wcfg.answer,
             routing=routing,
+            routing_rule=wcfg.routing,
         )
         before = compliance(base)
         # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy

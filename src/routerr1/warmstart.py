@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from routerr1.config import ANSWER_SOURCES, PoolEntry, RolloutConfig, WarmStartConfig
@@ -84,6 +85,48 @@ def reward_routing(
     ok = pool_answers[_succeeded(pool_answers)]
     scores = reward_scores(ok, alpha, cost_on_correct_only)
     prior = scores.groupby(ok["model"]).mean().to_dict()
+    return RewardRouting(alpha, cost_on_correct_only, prior), scores
+
+
+def predicted_routing(
+    pool_answers: pd.DataFrame, alpha: float, cost_on_correct_only: bool
+) -> tuple[RewardRouting, pd.Series]:
+    """Route by the reward a router can *predict* from the question text, not the one it got.
+
+    Per model, a ridge regression of its correctness on tf-idf words of the training questions
+    (``routerr1.headroom``'s pre-router) gives each question's leave-one-out predicted EM: what
+    a text-reading router could know without seeing that question's answers. Each answer's score
+    is the reward it is expected to earn at ``alpha``: ``(1-alpha)·EM + alpha·cost_norm`` (times
+    EM when the cost term is paid on correct answers only), with the model's mean normalized
+    cost. So the targets differ per question exactly where the text predicts a different best
+    model (a maths word problem to the model that reasons, a factoid to the cheap one), and are
+    otherwise the single best model at that alpha, never the oracle's unpredictable picks.
+    """
+    from routerr1.headroom import ridge_predictions, tfidf
+
+    missing = {"model", "question", "em", "cost"} - set(pool_answers.columns)
+    if missing:
+        raise ValueError(f"pool answers: predicted routing needs the columns {sorted(missing)}")
+    answers = pool_answers.assign(em=pool_answers["em"].where(_succeeded(pool_answers), 0.0))
+    grid = answers.pivot_table(index="question", columns="model", values="em", aggfunc="mean")
+    grid = grid.fillna(0.0)
+    questions = [str(q) for q in grid.index]
+    features, _ = tfidf(questions, questions[:1])
+    loo, _, _ = ridge_predictions(features, grid.to_numpy(dtype=float), features[:1])
+    predicted = pd.DataFrame(np.clip(loo, 0.0, 1.0), index=grid.index, columns=grid.columns)
+    ok = answers[_succeeded(answers)]
+    costs = [float(c) for c in ok["cost"].fillna(0.0)]
+    norm = CostNormalizer(window=max(1, len(costs)))
+    norm.observe(costs)
+    mean_norm = pd.Series([norm.normalize(c) for c in costs], index=ok.index)
+    mean_norm = mean_norm.groupby(ok["model"]).mean()
+    em_hat = np.array(
+        [predicted.at[q, m] for q, m in zip(answers["question"], answers["model"], strict=True)]
+    )
+    cost_term = answers["model"].map(mean_norm).fillna(0.0).to_numpy(dtype=float)
+    paid = em_hat if cost_on_correct_only else 1.0
+    scores = pd.Series((1 - alpha) * em_hat + alpha * cost_term * paid, index=answers.index)
+    prior = scores[_succeeded(answers)].groupby(answers["model"]).mean().to_dict()
     return RewardRouting(alpha, cost_on_correct_only, prior), scores
 
 
@@ -156,6 +199,7 @@ def build_examples(
     limit: int | None = None,
     answer: str = "relay",
     routing: tuple[float, bool] | None = None,
+    routing_rule: str = "reward",
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
     at most ``limit`` of them, from records with pool answers taken evenly across benchmarks
@@ -164,7 +208,8 @@ def build_examples(
     ``answer`` is "relay" (the final answer repeats the information, skipping questions whose
     target model returned nothing) or "gold" (the first gold answer). ``routing`` is None (the
     cheapest correct model, else the largest) or ``(alpha, cost_on_correct_only)``: the model
-    whose answer earns the most reward at that alpha (`pick_target`).
+    whose answer earns the most reward at that alpha (`pick_target`); with ``routing_rule``
+    "predicted", the most reward predictable from the question text (`predicted_routing`).
 
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
@@ -172,7 +217,10 @@ def build_examples(
         raise ValueError(f"answer must be one of {ANSWER_SOURCES}, got {answer!r}")
     rng = random.Random(seed)
     pool_answers = pool_answers.reset_index(drop=True)
-    rule, scores = reward_routing(pool_answers, *routing) if routing else (None, None)
+    rule, scores = None, None
+    if routing is not None:
+        route = predicted_routing if routing_rule == "predicted" else reward_routing
+        rule, scores = route(pool_answers, *routing)
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
     rows = []

@@ -8,8 +8,8 @@ POOL = {slug(p["name"]): p for p in config["pool"]}
 POOL_MODEL_KEYS = fetched_model_keys(config["pool"])
 UNSEEN_MODEL_KEYS = fetched_model_keys(config["pool_unseen"])
 # GRPO starts from the warm-started policy when the format warm start is on: one for every
-# alpha, or one per alpha with warm_start.routing: reward
-WARM_PER_ALPHA = config["warm_start"]["routing"] == "reward"
+# alpha, or one per alpha with warm_start.routing: reward or predicted
+WARM_PER_ALPHA = config["warm_start"]["routing"] in ("reward", "predicted")
 
 
 def grpo_policy(wildcards):
