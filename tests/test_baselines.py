@@ -15,7 +15,6 @@ import pytest
 from routerr1.baselines import (
     EMBEDDER_MARKER,
     MiniLMEmbedder,
-    extended_pool_config,
     fetch_embedder,
     knn_choices,
     knn_rows,
@@ -27,7 +26,7 @@ from routerr1.baselines import (
     routed_model,
     unseen_calls,
 )
-from routerr1.config import ConfigError, validate_config
+from routerr1.config import ConfigError, extended_pool_config, validate_config
 from routerr1.evaluate import ROW_COLUMNS
 from routerr1.models import ChecksumError
 

@@ -18,8 +18,9 @@ those rows carry the real token counts of the eval call.
 Every function returns ``evaluate.ROW_COLUMNS`` rows; ``trajectory`` records the routing
 decision as ``route: <model name>``.
 
-Unseen models: ``extended_pool_config`` checks ``pool_unseen`` and returns the config whose pool
-is the training pool plus those models; ``unseen_calls`` counts a router's calls to them.
+Unseen models: ``routerr1.config.extended_pool_config`` checks ``pool_unseen`` and returns the
+config whose pool is the training pool plus those models; ``unseen_calls`` counts a router's
+calls to them.
 """
 
 from __future__ import annotations
@@ -396,17 +397,6 @@ def fetch_embedder(
 
 
 # --------------------------------------------------------------------------- unseen models
-
-
-def extended_pool_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with ``pool`` = training pool + ``pool_unseen``.
-
-    Names, aliases and model keys of both lists were checked together by config validation.
-    """
-    unseen = list(cfg.get("pool_unseen") or [])
-    if not unseen:
-        raise ConfigError("pool_unseen: empty; list the models the routers never saw")
-    return {**cfg, "pool": [*cfg["pool"], *unseen]}
 
 
 _SEARCH = re.compile(r"<search>(.*?)</search>", re.DOTALL)

@@ -437,6 +437,17 @@ class VllmOptions:
         )
 
 
+def extended_pool_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with ``pool`` = training pool + ``pool_unseen``.
+
+    Names, aliases and model keys of both lists were checked together by config validation.
+    """
+    unseen = list(cfg.get("pool_unseen") or [])
+    if not unseen:
+        raise ConfigError("pool_unseen: empty; list the models the routers never saw")
+    return {**cfg, "pool": [*cfg["pool"], *unseen]}
+
+
 def warm_start_config(cfg: Mapping[str, Any]) -> WarmStartConfig:
     return WarmStartConfig(**cfg.get("warm_start", {}))
 

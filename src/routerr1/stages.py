@@ -622,7 +622,7 @@ def profile_unseen(
     models_root: Path = MODELS_ROOT,
 ) -> pd.DataFrame:
     """Profile the pool_unseen models on the same questions as the training pool."""
-    from routerr1.baselines import extended_pool_config
+    from routerr1.config import extended_pool_config
 
     extended_pool_config(cfg)  # refuses an empty pool_unseen before any model loads
     unseen_cfg = {**cfg, "pool": list(cfg["pool_unseen"])}
@@ -662,7 +662,8 @@ def evaluate_router_unseen(
     seed: int | None = None,
 ) -> pd.DataFrame:
     """A trained router with the pool extended by pool_unseen; rows add ``unseen_calls``."""
-    from routerr1.baselines import extended_pool_config, unseen_calls
+    from routerr1.baselines import unseen_calls
+    from routerr1.config import extended_pool_config
 
     ext = extended_pool_config(cfg)
     names = [p["name"] for p in cfg["pool_unseen"]]

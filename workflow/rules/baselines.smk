@@ -1,6 +1,6 @@
 # Baselines derived from the single-model answers (no new pool inference), and the trained
 # routers re-evaluated with the pool extended by pool_unseen (descriptors only, no retraining).
-from routerr1.baselines import extended_pool_config
+from routerr1.config import extended_pool_config
 
 SINGLE_OUTPUTS = expand("results/eval/single/{member}.parquet", member=sorted(POOL))
 if config["pool_unseen"]:

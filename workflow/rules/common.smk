@@ -1,4 +1,4 @@
-from routerr1.config import alpha_label, seed_level, train_seeds
+from routerr1.config import PER_ALPHA_ROUTING, alpha_label, seed_level, train_seeds
 from routerr1.workflow import conda_env, fetched_model_keys, slug
 
 POLICY_MODEL = config["policy"]["model"]
@@ -9,7 +9,10 @@ POOL_MODEL_KEYS = fetched_model_keys(config["pool"])
 UNSEEN_MODEL_KEYS = fetched_model_keys(config["pool_unseen"])
 # GRPO starts from the warm-started policy when the format warm start is on: one for every
 # alpha, or one per alpha with warm_start.routing: reward or predicted
-WARM_PER_ALPHA = config["warm_start"]["routing"] in ("reward", "predicted")
+WARM_PER_ALPHA = config["warm_start"]["routing"] in PER_ALPHA_ROUTING
+# Router decoding at evaluation (greedy unless eval.temperature > 0): a changed setting redoes the
+# router evaluations (Snakemake tracks params) but not the single-model ones.
+EVAL_DECODING = {k: config["eval"][k] for k in ("temperature", "top_p", "sample_seed")}
 
 
 def grpo_policy(wildcards):

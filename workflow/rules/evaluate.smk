@@ -1,8 +1,3 @@
-# Router decoding at evaluation (greedy unless eval.temperature > 0): a changed setting redoes the
-# router evaluations (Snakemake tracks params) but not the single-model ones.
-EVAL_DECODING = {k: config["eval"][k] for k in ("temperature", "top_p", "sample_seed")}
-
-
 rule evaluate_router:
     input:
         eval="results/data/eval.parquet",
