@@ -65,7 +65,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         # pydantic reports a union's failing member as an extra location step; drop it.
         loc = [p for p in loc if p not in ("str", "list[TextPart]")]
-        where = ".".join(loc) or "body"
+        # malformed JSON is located at a character offset, which names no field
+        where = "body" if err.get("type") == "json_invalid" else ".".join(loc) or "body"
         first = first or where
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request body", first
