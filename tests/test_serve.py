@@ -119,7 +119,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Pa
     fast = {"timeout_s": 10, "max_retries": 0}
     cfg = {
         "seed": 0,
-        "threads": 2,
+        # one thread: on a shared 2-core box two threads each wait for the other (9x slower)
+        "threads": 1,
         "models": {"smollm2": {"source": source, "prompt_style": "chat"}},
         "policy": {"model": "smollm2", "dtype": "float32"},
         "pool": [
@@ -236,6 +237,18 @@ def server(workspace: Path):
                  "--max-question-tokens", "64", "--batch-window-ms", "200")  # fmt: skip
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def one_thread():
+    """Decode in this process as the server does (the config's one thread): a greedy answer is
+    only reproducible under the same reduction order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def ask(srv: Server, question: str, model: str = "router-r1@a0.0", **kw):
@@ -360,8 +373,9 @@ def test_models_lists_each_router_with_alpha_run_policy_and_pool(server: Server)
 
 
 @pytest.mark.slow
-def test_served_answer_and_cost_equal_the_evaluation_path(server: Server, workspace: Path,
-                                                          monkeypatch) -> None:  # fmt: skip
+def test_served_answer_and_cost_equal_the_evaluation_path(
+    server: Server, workspace: Path, monkeypatch, one_thread
+) -> None:
     from routerr1.config import load_config, rollout_config
     from routerr1.data import QARecord
     from routerr1.evaluate import evaluate_router
@@ -602,8 +616,9 @@ def _listening_ports(pid: int) -> list[str]:
 
 # -- routerr1 ask -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_ask_prints_the_trajectory_and_the_evaluated_answer(workspace: Path, monkeypatch,
-                                                            capsys) -> None:  # fmt: skip
+def test_ask_prints_the_trajectory_and_the_evaluated_answer(
+    workspace: Path, monkeypatch, capsys, one_thread
+) -> None:
     from routerr1.ask import main
 
     monkeypatch.chdir(workspace)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import logging
 import queue
@@ -272,6 +273,12 @@ class LoadedRouter:
     model: Any
     tokenizer: Any
     engine: Any  # routerr1.rollout.RolloutEngine
+    # a copy for counting question tokens on the event loop while the worker thread encodes
+    counter: Any = None
+
+    def __post_init__(self) -> None:
+        if self.counter is None:
+            self.counter = copy.deepcopy(self.tokenizer)
 
 
 class RouterService:
@@ -300,6 +307,11 @@ class RouterService:
             raise ValueError(f"--max-batch-size: {max_batch_size} must be at least 1")
         if batch_window_s < 0:
             raise ValueError(f"--batch-window-ms: {batch_window_s * 1000:g} must be >= 0")
+        for value, flag in ((max_pool_calls, "--max-pool-calls"), (max_cost_usd, "--max-cost-usd")):
+            if value is not None and value < 0:
+                raise ValueError(f"{flag}: {value:g} must be >= 0")
+        if max_question_tokens < 1:
+            raise ValueError(f"--max-question-tokens: {max_question_tokens} must be at least 1")
         self.routers = dict(routers)
         self.pool = pool
         self.descriptors = list(descriptors)
@@ -310,7 +322,6 @@ class RouterService:
         self.max_pool_calls = max_pool_calls
         self.max_cost_usd = max_cost_usd
         self.max_question_tokens = max_question_tokens
-        self.batches: list[int] = []  # rollout sizes, for logs and tests
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -353,7 +364,6 @@ class RouterService:
         finally:
             del router.engine.run_log[:-1]  # a server runs for weeks: keep only the last
         wall = time.perf_counter() - t0
-        self.batches.append(len(jobs))
         log.info("serve: %s answered %d request(s) in %.2f s", router.info.name, len(jobs), wall)
         for job, tr in zip(jobs, trajs, strict=True):
             job.future.set_result(Answer(tr, job.steps, len(jobs), wall))
@@ -418,7 +428,7 @@ class RouterService:
         return None if calls is None and cost is None else CallBudget(calls, cost)
 
     def check_question(self, router: str, question: str) -> None:
-        tok = self.routers[router].tokenizer
+        tok = self.routers[router].counter
         n = len(tok(question, add_special_tokens=False).input_ids)
         if n > self.max_question_tokens:
             raise APIError(
@@ -444,7 +454,6 @@ class RouterService:
             "alpha": r.alpha,
             "run_id": r.run_id,
             "global_step": r.global_step,
-            "path": str(r.path),
             "policy": {**self.policy, "router": str(r.path)},
             "pool": pool,
             "trained_pool": list(r.trained_pool) if r.trained_pool is not None else None,
@@ -502,11 +511,11 @@ def load_service(
             model, tok = load_policy(_loadable(r.path), cfg["policy"]["dtype"])
             engine = RolloutEngine(tok, pool, rollout_cfg, batch_size=batch_size)
             loaded[r.name] = LoadedRouter(r, model, tok, engine)
+        policy = {"model": cfg["policy"]["model"], "dtype": cfg["policy"]["dtype"]}
+        return RouterService(loaded, pool, descriptors, rollout_cfg, policy=policy, **options)
     except BaseException:
         pool.close()
         raise
-    policy = {"model": cfg["policy"]["model"], "dtype": cfg["policy"]["dtype"]}
-    return RouterService(loaded, pool, descriptors, rollout_cfg, policy=policy, **options)
 
 
 def _start_pool(pool) -> None:
