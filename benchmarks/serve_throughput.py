@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -108,22 +109,23 @@ class ServeProcess:
             self.proc.wait()
 
 
-def ask(client: openai.OpenAI, model: str, question: str) -> tuple[float, str]:
+def ask(client: openai.OpenAI, model: str, question: str) -> tuple[float, str, int]:
+    """Latency, answer, and how many requests shared the rollout."""
     t0 = time.perf_counter()
     resp = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": question}]
     )
-    return time.perf_counter() - t0, resp.choices[0].message.content
+    return time.perf_counter() - t0, resp.choices[0].message.content, resp.routerr1["batch_size"]
 
 
-def serial(client, model: str, qs: list[str]) -> tuple[float, list[float], list[str]]:
+def serial(client, model: str, qs: list[str]) -> tuple[float, list[tuple[float, str, int]]]:
     t0 = time.perf_counter()
     results = [ask(client, model, q) for q in qs]
-    return time.perf_counter() - t0, [r[0] for r in results], [r[1] for r in results]
+    return time.perf_counter() - t0, results
 
 
-def concurrent(client, model: str, qs: list[str]) -> tuple[float, list[float], list[str]]:
-    results: list[tuple[float, str] | None] = [None] * len(qs)
+def concurrent(client, model: str, qs: list[str]) -> tuple[float, list[tuple[float, str, int]]]:
+    results: list[tuple[float, str, int] | None] = [None] * len(qs)
     errors: list[BaseException] = []
 
     def one(i: int) -> None:
@@ -141,7 +143,7 @@ def concurrent(client, model: str, qs: list[str]) -> tuple[float, list[float], l
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return wall, [r[0] for r in results], [r[1] for r in results]  # type: ignore[index]
+    return wall, results  # type: ignore[return-value]
 
 
 def main() -> int:
@@ -184,8 +186,8 @@ def main() -> int:
             )
             qs = questions(n)
             ask(client, router.name, "What is the capital of Peru?")  # warm-up
-            s_wall, s_lat, s_answers = serial(client, router.name, qs)
-            c_wall, c_lat, c_answers = concurrent(client, router.name, qs)
+            s_wall, s_res = serial(client, router.name, qs)
+            c_wall, c_res = concurrent(client, router.name, qs)
         finally:
             server.stop()
 
@@ -195,12 +197,19 @@ def main() -> int:
           f"load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
     print("| mode | requests | wall s | req/s | p50 latency s | p95 latency s |")
     print("|---|---|---|---|---|---|")
-    for mode, wall, lat in (("serial", s_wall, s_lat), ("concurrent", c_wall, c_lat)):
+    for mode, wall, res in (("serial", s_wall, s_res), ("concurrent", c_wall, c_res)):
+        lat = [r[0] for r in res]
         print(f"| {mode} | {n} | {wall:.1f} | {n / wall:.3f} | {np.percentile(lat, 50):.1f} | "
               f"{np.percentile(lat, 95):.1f} |")  # fmt: skip
     ratio = s_wall / c_wall
-    same = sum(a == b for a, b in zip(s_answers, c_answers, strict=True))
-    print(f"\nconcurrent / serial throughput: {ratio:.2f}x (target >= 3x for 32 on 2 cores)")
+    same = sum(a[1] == b[1] for a, b in zip(s_res, c_res, strict=True))
+    # each rollout of k requests shows up k times among the replies
+    sizes = Counter(r[2] for r in c_res)
+    rollouts = ", ".join(
+        f"{k} x {size}" for size, k in sorted((s, c // s) for s, c in sizes.items())
+    )
+    print(f"\nconcurrent rollouts (count x requests): {rollouts}")
+    print(f"concurrent / serial throughput: {ratio:.2f}x (target >= 3x for 32 on 2 cores)")
     print(f"answers identical in both passes: {same}/{n}")
     return 0
 

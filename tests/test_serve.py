@@ -346,6 +346,27 @@ def test_policy_text_becomes_steps() -> None:
     ]
 
 
+def test_request_limits_stay_within_the_server_caps() -> None:
+    from routerr1.rollout import CallBudget
+    from routerr1.serve import RouterService
+    from routerr1.serving import APIError
+
+    def service(**caps) -> RouterService:
+        return RouterService({}, None, [], None, **caps)
+
+    assert service().budget(None, None) is None  # no limits at all
+    capped = service(max_pool_calls=3, max_cost_usd=0.5)
+    assert capped.budget(None, None) == CallBudget(3, 0.5)
+    assert capped.budget(1, 0.25) == CallBudget(1, 0.25)
+    with pytest.raises(APIError, match="routerr1.max_cost_usd: 0.75 is above") as err:
+        capped.budget(None, 0.75)
+    assert err.value.status == 400 and err.value.param == "routerr1.max_cost_usd"
+    with pytest.raises(ValueError, match="--max-pool-calls: -1 must be >= 0"):
+        service(max_pool_calls=-1)
+    with pytest.raises(ValueError, match="--max-batch-size: 0 must be at least 1"):
+        service(max_batch_size=0)
+
+
 def test_serve_refuses_to_start_without_routers(tmp_path: Path, capsys) -> None:
     from routerr1.serve import main
 
