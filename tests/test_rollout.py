@@ -142,3 +142,34 @@ def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):
         assert reused.env_mask == plain.env_mask
     assert sum(t.injected for t in runs[True]) >= 4  # the second turn really continued
     assert max(t.injected for t in runs[True]) == 2
+
+
+def test_budget_refuses_calls_and_steps_are_reported_as_they_happen(policy, pool):
+    from routerr1.rollout import CallBudget
+
+    model, tok = policy
+    prompt = pattern_prompt("<search>SmolLM2-Cheap: capital of France?</search>")
+    cfg = RolloutConfig(max_turns=2, max_turn_tokens=24, max_final_tokens=8, info_max_tokens=12)
+    events: list[tuple[int, str, object]] = []
+    budgets = [None, CallBudget(max_calls=1), CallBudget(max_cost=0.0)]
+    free, one, broke = RolloutEngine(tok, pool, cfg).run(
+        model,
+        [prompt] * 3,
+        greedy=True,
+        budgets=budgets,
+        on_step=lambda i, e: events.append((i, e.kind, e.call)),
+    )
+
+    assert len(free.calls) == 2 and free.refused_calls == 0
+    assert len(one.calls) == 1 and one.refused_calls == 1  # the second search was refused
+    assert broke.calls == [] and broke.refused_calls == 2 and broke.cost == 0
+    assert "No model was called: the limit of 1 model calls" in one.text
+    assert "the cost limit of $0 is reached" in broke.text
+    # each sample's events alternate what it wrote and what it was shown, in order
+    kinds = {i: [k for j, k, _ in events if j == i] for i in range(3)}
+    assert kinds[0] == ["generated", "information", "generated", "information", "generated"]
+    assert kinds[1] == ["generated", "information", "generated", "refused", "generated"]
+    assert kinds[2] == ["generated", "refused", "generated", "refused", "generated"]
+    assert [c for j, k, c in events if j == 0 and k == "information"] == free.calls
+    # the batch's first turn is reported for every sample before any pool call returns
+    assert [k for _, k, _ in events[:3]] == ["generated"] * 3

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -292,6 +293,34 @@ time.sleep(120)
         assert _alive_in_group(pgid)
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        assert _alive_in_group(pgid) == []
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_sigkill_to_the_pipeline_stops_the_server(tmp_path: Path, weights: Path) -> None:
+    """Nothing runs in a SIGKILLed process: the kernel's parent-death signal stops the server."""
+    script = f"""
+import time
+from routerr1.config import PoolEntry
+from routerr1.pool.base import build_pool
+entry = PoolEntry("Served", "m", 1.0, 2.0, backend="openai", serve="vllm", vllm={{
+    "command": {FAKE_VLLM!r}, "log_dir": {str(tmp_path / "logs")!r}, "stop_timeout_s": 5}})
+pool = build_pool([entry], {{"m": {str(weights)!r}}})
+pool.check()
+print(pool.backend("Served").server.proc.pid, flush=True)
+time.sleep(120)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(parent.stdout.readline())
+        assert _alive_in_group(pgid)
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive_in_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _alive_in_group(pgid) == []
     finally:
         parent.kill()

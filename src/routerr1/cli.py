@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("routerr1.runs", "compare runs from the MLflow tracking store"),
     "curves": ("routerr1.curves", "plot GRPO learning curves from the MLflow tracking store"),
     "serve-pool": ("routerr1.pool.server", "serve the pool over the OpenAI chat API"),
+    "serve": ("routerr1.serve", "serve trained routers over the OpenAI chat API"),
+    "ask": ("routerr1.ask", "answer one question with a trained router, showing its trajectory"),
 }
 
 

@@ -20,6 +20,7 @@ from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
+from routerr1.rollout import CallBudget, RolloutEngine, StepEvent, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,25 @@ def batch_seed(seed: int, chunk: Sequence[QARecord]) -> int:
     return zlib.crc32(f"{seed}\x1e{keys}".encode())
 
 
+def route_questions(
+    engine: RolloutEngine,
+    model,
+    questions: Sequence[str],
+    descriptors: Sequence[Descriptor],
+    rollout_cfg: RolloutConfig,
+    greedy: bool,
+    budgets: Sequence[CallBudget | None] | None = None,
+    on_step: Callable[[int, StepEvent], None] | None = None,
+) -> list[Trajectory]:
+    """The router on ``questions``: its prompts, then one batched multi-turn rollout.
+
+    Evaluation and ``routerr1 serve`` both answer through here, so a served greedy answer is
+    the evaluated one (same prompt, same engine settings, same pool accounting).
+    """
+    prompts = router_prompts(engine.tok, questions, descriptors, rollout_cfg.compressed_descriptors)
+    return engine.run(model, prompts, greedy=greedy, budgets=budgets, on_step=on_step)
+
+
 def evaluate_router(
     *,
     model,
@@ -217,21 +237,15 @@ def evaluate_router(
     """
     import torch
 
-    # imported here: the Snakefile imports this module (via baselines), and parsing the
-    # workflow must not import torch
-    from routerr1.rollout import RolloutEngine
-
     decode_cfg, greedy = eval_rollout_config(rollout_cfg, temperature, top_p)
     engine = RolloutEngine(tokenizer, pool, decode_cfg, batch_size=batch_size)
 
     def answer_batch(chunk: Sequence[QARecord]) -> list[dict]:
-        prompts = router_prompts(
-            tokenizer, [r.question for r in chunk], descriptors, rollout_cfg.compressed_descriptors
-        )
         if not greedy:
             torch.manual_seed(batch_seed(sample_seed, chunk))
         t0 = time.perf_counter()
-        trajs = engine.run(model, prompts, greedy=greedy)
+        questions = [r.question for r in chunk]
+        trajs = route_questions(engine, model, questions, descriptors, rollout_cfg, greedy)
         # per-question latency: the batch's wall time (policy and pool calls) shared evenly
         share = (time.perf_counter() - t0) / len(chunk)
         return [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ class Trajectory:
     env_mask: list[int] = field(default_factory=list)
     calls: list[PoolCall] = field(default_factory=list)
     invalid_actions: int = 0
+    refused_calls: int = 0  # valid searches not run: the sample's CallBudget was spent
     injected: int = 0
     done: bool = False
     text: str = ""
@@ -63,6 +64,38 @@ class Trajectory:
     @property
     def pool_latency_s(self) -> float:
         return sum(c.latency_s for c in self.calls)
+
+
+@dataclass(frozen=True)
+class CallBudget:
+    """Per-sample limits on pool use (a served request's). A search is refused, with an
+    observation saying so, once the sample has made ``max_calls`` calls or spent
+    ``max_cost`` dollars; cost is known only after a call, so the call that crosses
+    ``max_cost`` is the last one made."""
+
+    max_calls: int | None = None
+    max_cost: float | None = None
+
+    def spent(self, traj: Trajectory) -> str | None:
+        """Which limit ``traj`` has reached, or None."""
+        if self.max_calls is not None and len(traj.calls) >= self.max_calls:
+            return f"the limit of {self.max_calls} model calls is reached"
+        if self.max_cost is not None and traj.cost >= self.max_cost:
+            return f"the cost limit of ${self.max_cost:g} is reached"
+        return None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What one sample just did, reported while the batch runs (``RolloutEngine.run``'s
+    ``on_step``). ``kind``: ``generated`` (the policy's text of this turn), ``information``
+    (a pool call's observation; ``call`` is set), ``invalid`` (guidance after an invalid
+    search) or ``refused`` (a search not run because its CallBudget is spent). ``text`` is
+    what was generated, or the observation as injected."""
+
+    kind: str
+    text: str
+    call: PoolCall | None = None
 
 
 def cut_at_action(tokenizer, gen_ids: Sequence[int]) -> tuple[int, str | None]:
@@ -484,23 +517,36 @@ class RolloutEngine:
         self.kv_counts["continued_rows"] += len(items)
         return batches, fresh
 
-    def _observation_ids(self, text: str, capped: bool) -> list[int]:
+    def _observation_ids(self, text: str, capped: bool) -> tuple[list[int], str]:
+        """Token ids of the injected block, and its body text (what the policy sees)."""
         # a reply that echoes our tags would break the policy's format through no fault of its own
         text = strip_tags(text)
         if self.cfg.observations == "router-r1":
             # Router-R1 caps the wrapped block, so a long reply loses its closing tag
             wrapped = f"\n\n<information>{text.strip()}</information>\n\n"
             ids = self.tok(wrapped, add_special_tokens=False).input_ids
-            return ids[: self.cfg.info_max_tokens] if capped else ids
+            ids = ids[: self.cfg.info_max_tokens] if capped else ids
+            return ids, strip_tags(self.tok.decode(ids, skip_special_tokens=True)).strip()
         body = self.tok(text, add_special_tokens=False).input_ids
         if capped:
             body = body[: self.cfg.info_max_tokens]
-        body_text = self.tok.decode(body, skip_special_tokens=True)
-        wrapped = f"\n<information>{body_text.strip()}</information>\n"
-        return self.tok(wrapped, add_special_tokens=False).input_ids
+        body_text = self.tok.decode(body, skip_special_tokens=True).strip()
+        wrapped = f"\n<information>{body_text}</information>\n"
+        return self.tok(wrapped, add_special_tokens=False).input_ids, body_text
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, model, prompts: Sequence[str], greedy: bool = False) -> list[Trajectory]:
+    def run(
+        self,
+        model,
+        prompts: Sequence[str],
+        greedy: bool = False,
+        budgets: Sequence[CallBudget | None] | None = None,
+        on_step: Callable[[int, StepEvent], None] | None = None,
+    ) -> list[Trajectory]:
+        """Roll out every prompt; ``budgets`` limits each sample's pool calls and
+        ``on_step(sample index, event)`` hears each step as soon as the batch has made it."""
+        if budgets is not None and len(budgets) != len(prompts):
+            raise ValueError(f"budgets: {len(budgets)} given for {len(prompts)} prompts")
         start = dict(self.timings)
         t_run = time.perf_counter()
         self._states = []  # caches hold the weights of this call only
@@ -508,6 +554,12 @@ class RolloutEngine:
         trajs = [
             Trajectory(prompt_ids=self.tok(p, add_special_tokens=False).input_ids) for p in prompts
         ]
+        row = {id(t): i for i, t in enumerate(trajs)}
+
+        def report(traj: Trajectory, kind: str, text: str, call: PoolCall | None = None) -> None:
+            if on_step is not None:
+                on_step(row[id(traj)], StepEvent(kind, text, call))
+
         turns = range(self.cfg.max_turns + 1)
         for turn in tqdm(turns, desc="rollout turns", disable=not self.show_progress, leave=False):
             final = turn == self.cfg.max_turns
@@ -528,28 +580,42 @@ class RolloutEngine:
                         piece = piece[:-1]
                 traj.completion_ids += piece
                 traj.env_mask += [1] * len(piece)
+                turn_text = self.tok.decode(piece, skip_special_tokens=True)
+                report(traj, "generated", turn_text)
                 if go_on:
                     continue
                 if action != "search" or final:
                     traj.done = True  # answered, stopped, ran out of tokens, or routing is off
                     continue
-                turn_text = self.tok.decode(piece, skip_special_tokens=True)
                 call = parse_search(last_search_content(turn_text) or "", self.resolver)
-                if call.error is None:
+                budget = budgets[row[id(traj)]] if budgets is not None else None
+                spent = budget.spent(traj) if budget is not None and call.error is None else None
+                if call.error is None and spent is None:
                     requests.append((traj, call.model, call.query))
-                    continue
-                traj.invalid_actions += 1
-                if self.cfg.observations == "router-r1":
+                elif spent is not None:
+                    traj.refused_calls += 1
+                    seen = self._inject(
+                        traj,
+                        f"No model was called: {spent}. Give your final answer now "
+                        "inside <answer> and </answer>.",
+                        capped=False,
+                    )
+                    report(traj, "refused", seen)
+                elif self.cfg.observations == "router-r1":
+                    traj.invalid_actions += 1
                     if call.unknown_model:  # their pool answers "LLM Name Error" -> None
-                        self._inject(traj, "None", capped=True)
-                    continue  # a malformed search gets no observation there
-                self._inject(
-                    traj,
-                    f"Invalid search: {call.error}. Write "
-                    f"<search>Model-Name: question</search> with a name from: "
-                    f"{', '.join(self.pool.names)}.",
-                    capped=False,  # our own guidance is short and must arrive whole
-                )
+                        report(traj, "invalid", self._inject(traj, "None", capped=True))
+                    # a malformed search gets no observation there
+                else:
+                    traj.invalid_actions += 1
+                    seen = self._inject(
+                        traj,
+                        f"Invalid search: {call.error}. Write "
+                        f"<search>Model-Name: question</search> with a name from: "
+                        f"{', '.join(self.pool.names)}.",
+                        capped=False,  # our own guidance is short and must arrive whole
+                    )
+                    report(traj, "invalid", seen)
             if requests:
                 t_pool = time.perf_counter()
                 results = self.pool.call([(m, q) for _, m, q in requests])
@@ -562,7 +628,7 @@ class RolloutEngine:
                         obs = "None"  # Router-R1 hides a failed call's error
                     else:
                         obs = f"Model {res.model} failed: {res.error}"
-                    self._inject(traj, obs, capped=True)
+                    report(traj, "information", self._inject(traj, obs, capped=True), res)
             for traj in active:
                 if len(traj.completion_ids) >= self.cfg.max_total_tokens:
                     traj.done = True
@@ -584,8 +650,10 @@ class RolloutEngine:
         )
         return trajs
 
-    def _inject(self, traj: Trajectory, observation: str, capped: bool) -> None:
-        ids = self._observation_ids(observation, capped)
+    def _inject(self, traj: Trajectory, observation: str, capped: bool) -> str:
+        """Append the observation; returns its text as the policy sees it."""
+        ids, seen = self._observation_ids(observation, capped)
         traj.completion_ids += ids
         traj.env_mask += [0] * len(ids)
         traj.injected += 1
+        return seen

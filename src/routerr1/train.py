@@ -376,8 +376,19 @@ def train_router(
         tmp.rename(model_out)
 
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    run = None
+    if mlflow_active:
+        import mlflow
+
+        run = mlflow.active_run()
     summary = {
         "alpha": alpha,
+        # what `routerr1 serve` reports per router: the MLflow run, and the pool it learned on
+        "mlflow_run_id": run.info.run_id if run is not None else None,
+        "pool": [
+            {"name": e.name, "model": e.model, "price_in": e.price_in, "price_out": e.price_out}
+            for e in pool.entries.values()
+        ],
         "global_step": trainer.state.global_step,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "train_cfg": asdict(train_cfg),

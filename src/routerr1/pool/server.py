@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import logging
-import os
 import queue
 import threading
 import time
@@ -38,15 +36,21 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from routerr1.pool.backend import Generation
 from routerr1.pool.messages import Message, render_fewshot
+from routerr1.serving import (
+    APIError,
+    ChatMessage,
+    api_key_from_env,
+    gather,
+    install_api_basics,
+    warn_if_exposed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +58,6 @@ MAX_TOKENS_LIMIT = 4096
 
 
 # -- request bodies -------------------------------------------------------------------------
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
 class ChatRequest(BaseModel):
     # Unknown OpenAI parameters (user, seed, logprobs=False, ...) are ignored, not rejected.
     model_config = ConfigDict(extra="ignore")
@@ -82,21 +71,6 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
     stream: bool = False
-
-
-class APIError(Exception):
-    """An error reply in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
 
 
 # -- batching worker --------------------------------------------------------------------------
@@ -158,17 +132,7 @@ class ModelWorker:
             job = self._queue.get()
             if job is None:
                 return
-            jobs = [job]
-            deadline = time.monotonic() + self.batch_wait_s
-            while len(jobs) < self.max_batch_size:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                jobs.append(nxt)
+            jobs = gather(self._queue, job, self.max_batch_size, self.batch_wait_s)
             self._serve(jobs)
 
     def _serve(self, jobs: list[_Job]) -> None:
@@ -214,18 +178,6 @@ class ModelWorker:
 
 
 # -- the app --------------------------------------------------------------------------------
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    parts, first = [], None
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        # pydantic reports a union's failing member as an extra location step; drop it.
-        loc = [p for p in loc if p not in ("str", "list[TextPart]")]
-        where = ".".join(loc) or "body"
-        first = first or where
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request body", first
-
-
 def _stops(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -250,22 +202,7 @@ def create_app(workers: Mapping[str, ModelWorker], api_key: str | None = None) -
     app.state.workers = workers
     created = int(time.time())
 
-    @app.exception_handler(APIError)
-    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return APIError(400, message, param=param).response()
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key is not None and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return APIError(401, "invalid API key", code="invalid_api_key").response()
-        return await call_next(request)
+    install_api_basics(app, api_key)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -401,21 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config)
-        api_key = None
-        if args.api_key_env:
-            api_key = os.environ.get(args.api_key_env)
-            if not api_key:
-                raise ValueError(
-                    f"--api-key-env: environment variable {args.api_key_env!r} is unset"
-                )
+        api_key = api_key_from_env(args.api_key_env)
         workers = workers_from_config(
             cfg, Path(args.models_root), args.max_batch_size, args.batch_wait_ms / 1000.0
         )
     except (ConfigError, ValueError, OSError) as err:
         print(f"serve-pool: {err}", flush=True)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        log.warning("serve-pool: listening on %s without --api-key-env", args.host)
+    warn_if_exposed("serve-pool", args.host, api_key)
     torch.set_num_threads(int(cfg.get("threads", 2)))
     uvicorn.run(create_app(workers, api_key), host=args.host, port=args.port, log_level="info")
     return 0

@@ -16,8 +16,10 @@ go through the ordinary :class:`~routerr1.pool.openai_backend.OpenAIBackend` at
 ``http://127.0.0.1:<port>/v1``. Closing the pool (``Pool.close``, or leaving ``with pool:``)
 sends SIGTERM to the group, then SIGKILL after ``vllm.stop_timeout_s``; servers still running
 when the interpreter exits are stopped the same way (``atexit``; SIGTERM to the pipeline
-process is turned into a normal exit for that, when nothing else handles it). Only a SIGKILL of
-the pipeline process can leave a server behind.
+process is turned into a normal exit for that, when nothing else handles it). On Linux the
+server also gets SIGTERM from the kernel when the thread that launched it dies
+(``PR_SET_PDEATHSIG``), so even a SIGKILLed pipeline or ``routerr1 serve`` leaves none behind;
+launch from a thread that lives as long as the pool (routerr1 launches from the main thread).
 
 Inside a SLURM job nothing changes: the server runs on the allocated node, on a port free at
 run time, with the GPUs SLURM exposes (``CUDA_VISIBLE_DEVICES`` is inherited; ``vllm.env`` can
@@ -35,6 +37,7 @@ vllm is never imported here: it only has to be on ``PATH`` (or named by ``vllm.c
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -181,6 +185,25 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Any:
+    """A ``preexec_fn`` (Linux; None elsewhere): the child gets SIGTERM when the launching
+    thread dies, whatever killed it. libc is resolved here, before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 class VllmServer:
     """One launched server process group. ``start()`` returns once ``/health`` answers 200."""
 
@@ -261,6 +284,7 @@ class VllmServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent(),
                 )
             except OSError as exc:
                 raise ServerStartError(
