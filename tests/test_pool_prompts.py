@@ -98,6 +98,10 @@ def test_every_prompt_defaults_to_a_known_extractor() -> None:
         ("Answer: Jane Austen\n", "Jane Austen"),
         ("Answer: 1989", "1989"),
         ("Answer: 3 apples", "3 apples"),  # not a pure number: kept as written
+        # markup real replies carried: tags copied from the instruction, inline LaTeX
+        ("Answer: <answer>Bill Gates</answer>", "Bill Gates"),
+        ("So 15 in all.\nAnswer: \\(15\\)", "15"),
+        ("Answer: \\[ 42 \\text{ cups} \\]", "42  cups"),
         # "to answer this" is not a marker; the last marker wins
         ("To answer this we add.\nThe answer is: 5\nAnswer: 6", "6"),
         # a marker with a colon beats a later "answer is" in prose
@@ -188,6 +192,8 @@ def test_cache_keys_differ_between_prompts_and_extractors() -> None:
         call_key(replace(ENTRY, extract="last_number"), GSM, 8),
     }
     assert len(keys) == 4
+    # a changed extractor must not be served answers cached under its old behaviour
+    assert call_request(replace(ENTRY, prompt="reason"), GSM, 8)["extract_version"] >= 1
     # extract None means the prompt's own extractor: the same call as naming it
     assert call_key(replace(ENTRY, prompt="reason"), GSM, 8) == call_key(
         replace(ENTRY, prompt="reason", extract="after_answer"), GSM, 8

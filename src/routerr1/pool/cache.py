@@ -32,7 +32,7 @@ from pathlib import Path
 
 from routerr1.config import PoolEntry
 from routerr1.pool.base import Generation
-from routerr1.pool.messages import question_messages, resolve_extract
+from routerr1.pool.messages import EXTRACT_VERSION, question_messages, resolve_extract
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def call_request(entry: PoolEntry, question: str, max_new_tokens: int) -> dict |
     extract = resolve_extract(entry.prompt, entry.extract)
     reading: dict[str, str] = {}
     if (entry.prompt, extract) != ("short", "first_line"):
-        reading = {"prompt": entry.prompt, "extract": extract}
+        reading = {"prompt": entry.prompt, "extract": extract, "extract_version": EXTRACT_VERSION}
     return {
         "schema": SCHEMA_VERSION,
         "backend": entry.backend,

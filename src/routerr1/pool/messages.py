@@ -199,6 +199,9 @@ def clean_answer(text: str) -> str:
 _ANSWER_MARK = re.compile(r"\b(?:final\s+)?answer\s*[*_]*\s*(?:is\s*)?[*_]*:[*_]*", re.IGNORECASE)
 _WEAK_ANSWER_MARK = re.compile(r"\b(?:final\s+)?answer\s*[*_]*\s+is\b[*_]*", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm)\{([^{}]*)\}")
+# inline-maths delimiters \( \) \[ \], and tags a model copies from "Answer: <answer>"
+_MARKUP = re.compile(r"\\[()\[\]]|</?answer>", re.IGNORECASE)
 # thousands groups first, so "1,234" is one number while "3,4" is two
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _PURE_NUMBER = re.compile(r"^[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)\s*%?$")
@@ -223,7 +226,8 @@ def canonical_number(text: str) -> str | None:
 def _tidy(answer: str) -> str:
     """Drop markup and trailing punctuation around a short answer; a pure number becomes
     canonical (no currency sign, thousands commas or trailing zeros)."""
-    answer = _BOXED.sub(r"\1", answer).strip()
+    answer = _LATEX_TEXT.sub(r"\1", _BOXED.sub(r"\1", answer))
+    answer = _MARKUP.sub("", answer).strip()
     answer = answer.strip("*_`\"' ").strip()
     answer = answer.rstrip(".;,").strip()
     if answer.startswith("$") and answer.endswith("$") and len(answer) > 2:  # LaTeX $...$
@@ -277,6 +281,10 @@ def last_number(text: str) -> str:
     return after_answer(text)
 
 
+# The call cache stores extracted answers: bump this whenever an extractor (other than
+# first_line, which is keyed as the original behaviour) changes what it returns, so cached
+# answers read the old way are not served again.
+EXTRACT_VERSION = 2
 EXTRACTORS: dict[str, Callable[[str], str]] = {
     "first_line": clean_answer,
     "after_answer": after_answer,
