@@ -103,7 +103,7 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
     assert main(["no-such-command"]) == 2
 
 
-@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml"])
+@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml", "cpu-routing.yaml"])
 def test_overlays_validate_on_top_of_the_default(raw, overlay):
     from snakemake.utils import update_config  # the same deep merge as --configfile A B
 
