@@ -58,6 +58,16 @@ def test_paper_defaults_not_mutated(raw):
         (lambda c: c.update(data_mirror="/definitely/not/here"), "data_mirror"),
         (lambda c: c["models"]["smollm2-135m"]["source"].pop("sha256"), "sha256"),
         (lambda c: c["models"]["smollm2-135m"]["source"].update(kind="ftp"), "kind"),
+        (lambda c: c["pool"][3].update(prompt="router-r1"), "pool[3].prompt: unknown pool prompt"),
+        (lambda c: c["pool"][3].update(extract="regex"), "pool[3].extract: unknown answer"),
+        (lambda c: c["pool"][3].update(prompt=7), "pool.3.prompt"),
+        # Gemma is a base model prompted few-shot: it cannot follow the reasoning instruction
+        (lambda c: c["pool"][1].update(prompt="reason"), "models.gemma3-270m.prompt_style"),
+        (lambda c: c["pool"][0].update(prompt="reason"), "pool[0].chat_examples"),
+        (
+            lambda c: c["pool_unseen"].append({**c["pool"][3], "name": "Q", "prompt": "x"}),
+            "pool_unseen[0].prompt",
+        ),
     ],
 )
 def test_bad_config_names_the_key(raw, mutate, needle):
@@ -93,7 +103,7 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
     assert main(["no-such-command"]) == 2
 
 
-@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml"])
+@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml", "cpu-routing.yaml"])
 def test_overlays_validate_on_top_of_the_default(raw, overlay):
     from snakemake.utils import update_config  # the same deep merge as --configfile A B
 
@@ -102,3 +112,15 @@ def test_overlays_validate_on_top_of_the_default(raw, overlay):
     assert cfg["warm_start"]["enabled"] is True
     train_config(cfg)
     rollout_config(cfg)
+
+
+def test_one_model_may_join_the_pool_twice_with_two_prompts(raw):
+    raw["pool"].append(
+        {**raw["pool"][3], "name": "Qwen-1.5B-Reason", "aliases": [], "prompt": "reason",
+         "max_new_tokens": 256}
+    )  # fmt: skip
+    entries = {e.name: e for e in pool_entries(validate_config(raw))}
+    direct, reason = entries["Qwen2.5-Coder-1.5B"], entries["Qwen-1.5B-Reason"]
+    assert direct.model == reason.model
+    assert (direct.prompt, direct.extract) == ("short", None)
+    assert (reason.prompt, reason.extract, reason.max_new_tokens) == ("reason", None, 256)

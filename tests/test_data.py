@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -359,3 +360,61 @@ def test_parquet_roundtrip_is_atomic(tmp_path: Path) -> None:
 
     write_parquet_atomic(records_to_frame([]), path)  # overwrite in place
     assert read_records(path) == []
+
+
+# --------------------------------------------------------------------------- GSM8K
+
+
+def _gsm8k_rows(n: int) -> list[dict]:
+    """GSM8K as the mirror has it: test split only, the number after '####' as the answer."""
+    rows = [
+        {
+            "id": f"gsm8k-test-{i}",
+            "question": f"Tom has {i} apples and buys {i + 3} more. How many apples does he have?",
+            "golden_answers": [str(2 * i + 3)],
+        }
+        for i in range(n)
+    ]
+    rows[5]["golden_answers"] = [1080]  # a JSON number is still an answer, as text
+    # the same problem twice, differing only by spacing and final punctuation
+    rows[7]["question"] = "A robe takes 2 bolts of blue fiber and half that much white fiber."
+    rows[8]["question"] = "A robe takes  2 bolts of blue fiber and half that much white fiber"
+    return rows
+
+
+def test_gsm8k_trains_on_its_test_split_with_the_eval_sample_held_out(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    _write_jsonl(mirror / "gsm8k" / "test.jsonl", _gsm8k_rows(40))
+    _write_jsonl(mirror / "nq" / "train.jsonl", _rows("nq train", 30))
+    _write_jsonl(mirror / "nq" / "test.jsonl", _rows("nq test", 30))
+    _write_jsonl(mirror / "hotpotqa" / "dev.jsonl", _rows("hotpot dev", 30))
+    benches = ("gsm8k", "nq", "hotpotqa")
+    cfg = _cfg(train_benchmarks=benches, eval_benchmarks=benches, n_eval=12, n_train=45)
+    out = build_splits(replace(cfg, n_profile=6), _source(mirror))
+
+    gsm = {name: [r for r in records if r.benchmark == "gsm8k"] for name, records in out.items()}
+    assert len(gsm["eval"]) == 12 and len(gsm["train"]) == 15 and len(gsm["profile"]) == 2
+    # no train split: train and profile draw from test, what evaluation left over
+    assert {r.split for records in gsm.values() for r in records} == {"test"}
+    keys = {
+        name: {normalize_question(r.question) for r in records} for name, records in gsm.items()
+    }
+    assert not keys["eval"] & keys["train"]
+    assert not keys["eval"] & keys["profile"]
+    assert not keys["train"] & keys["profile"]
+    twins = [
+        r for records in gsm.values() for r in records if r.id in ("gsm8k-test-7", "gsm8k-test-8")
+    ]
+    assert len(twins) <= 1  # a near-duplicate never lands in two sets (nor twice in one)
+    # the other benchmarks keep their own splits
+    assert {r.split for r in out["train"] if r.benchmark == "nq"} == {"train"}
+    assert {r.split for r in out["eval"] if r.benchmark == "hotpotqa"} == {"dev"}
+
+    # answers stay text through the parquet files the pipeline writes
+    path = tmp_path / "train.parquet"
+    write_parquet_atomic(records_to_frame(out["train"] + out["eval"]), path)
+    answers = {r.id: r.golden_answers for r in read_records(path) if r.benchmark == "gsm8k"}
+    assert all(isinstance(a, str) and a.isdigit() for golds in answers.values() for a in golds)
+    if "gsm8k-test-5" in answers:
+        assert answers["gsm8k-test-5"] == ("1080",)
+    assert load_split(mirror / "gsm8k", "test")[5].golden_answers == ("1080",)

@@ -137,11 +137,29 @@ def _check_vllm_serve(entry: Mapping[str, Any], where: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _check_prompt(entry: Mapping[str, Any], models: Mapping[str, Any], where: str) -> None:
+    """``prompt`` and ``extract`` name registry entries the model's prompt style supports."""
+    from routerr1.pool.messages import check_prompt, resolve_extract
+
+    style = (models.get(entry["model"]) or {}).get("prompt_style", "chat")
+    prompt = entry.get("prompt", "short")
+    try:
+        check_prompt(prompt, style, bool(entry.get("chat_examples", False)))
+        resolve_extract(prompt, entry.get("extract"))
+    except ValueError as exc:
+        detail = str(exc)
+        if detail.startswith("prompt: ") and "needs a model" in detail:
+            detail += f" (models.{entry['model']}.prompt_style)"
+        raise ConfigError(f"{where}.{detail}") from None
+
+
 def _check_semantics(cfg: dict[str, Any]) -> None:
     models = cfg["models"]
     for list_key in ("pool", "pool_unseen"):
         for i, entry in enumerate(cfg.get(list_key) or []):
             _check_serving(entry, f"{list_key}[{i}]")
+            if entry["model"] in models:  # an unknown key is reported below
+                _check_prompt(entry, models, f"{list_key}[{i}]")
     # unseen models join the pool at evaluation time, so names must be unique across both
     seen: dict[str, str] = {}
     for list_key in ("pool", "pool_unseen"):
@@ -201,8 +219,12 @@ class PoolEntry:
     aliases: tuple[str, ...] = ()
     dtype: str = "auto"  # resolved per machine when the pool is built (routerr1.precision)
     max_new_tokens: int = 32
-    prompt_style: str = "chat"
+    prompt_style: str = "chat"  # how the model's prompts are rendered (its models entry)
     chat_examples: bool = False
+    # How this entry asks and reads answers (routerr1.pool.messages PROMPTS / EXTRACTORS);
+    # extract None: the prompt's own. One model may appear under two names with two prompts.
+    prompt: str = "short"
+    extract: str | None = None
     # Serving: "local" runs in process; "openai" calls an OpenAI-compatible endpoint.
     backend: str = "local"
     base_url: str | None = None
@@ -466,6 +488,8 @@ def pool_entries(cfg: Mapping[str, Any]) -> list[PoolEntry]:
             max_new_tokens=int(p.get("max_new_tokens", 32)),
             prompt_style=models[p["model"]].get("prompt_style", "chat"),
             chat_examples=bool(p.get("chat_examples", False)),
+            prompt=p.get("prompt", "short"),
+            extract=p.get("extract"),
             backend=p.get("backend", "local"),
             base_url=p.get("base_url"),
             api_key_env=p.get("api_key_env"),

@@ -513,16 +513,17 @@ def evaluate_single(
 # Oracle, largest, random and KNN reuse the single-model answers (no new pool inference); the
 # unseen-model evaluation reruns each trained router with the pool extended by pool_unseen.
 def pool_hash(cfg: Mapping[str, Any]) -> str:
-    """sha256 of the pool's (name, model, prices), sorted by name: equal pools, equal hash."""
+    """sha256 of the pool's (name, model, prices, and prompt and extractor where not the
+    default), sorted by name: equal pools, equal hash."""
     import hashlib
 
-    entries = sorted(
-        (
-            {"name": e.name, "model": e.model, "price_in": e.price_in, "price_out": e.price_out}
-            for e in pool_entries(cfg)
-        ),
-        key=lambda d: d["name"],
-    )
+    def fields(e) -> dict[str, Any]:
+        out = {"name": e.name, "model": e.model, "price_in": e.price_in, "price_out": e.price_out}
+        if (e.prompt, e.extract) != ("short", None):  # older pools keep their hash
+            out.update(prompt=e.prompt, extract=e.extract)
+        return out
+
+    entries = sorted((fields(e) for e in pool_entries(cfg)), key=lambda d: d["name"])
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routerr1.config import PoolEntry
 from routerr1.pool.backend import Backend, BackendStartError, Generation
@@ -223,6 +224,11 @@ def build_pool(
             f"pool: serve 'vllm' entries {unserved} have no fetched weights and no vllm.model"
         )
 
+    # One in-process copy of each (folder, dtype): a model listed twice with two prompts (e.g.
+    # direct and step-by-step) loads once. Weak values: once the pool releases its backends,
+    # the weights can be freed.
+    loaded: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
+
     def factory(entry: PoolEntry) -> Backend:
         folder = model_dirs.get(entry.model)
         if entry.serve == "vllm":
@@ -233,14 +239,21 @@ def build_pool(
             from routerr1.pool.openai_backend import OpenAIBackend
 
             return OpenAIBackend.from_entry(entry, tokenizer=Path(folder) if folder else None)
-        from routerr1.pool.local import LocalModel
+        from routerr1.pool.local import LocalModel, load_weights
 
+        path = Path(model_dirs[entry.model])
+        weights = loaded.get((str(path), entry.dtype))
+        if weights is None:
+            weights = loaded[str(path), entry.dtype] = load_weights(path, entry.dtype)
         return LocalModel(
-            Path(model_dirs[entry.model]),
+            path,
             prompt_style=entry.prompt_style,
             dtype=entry.dtype,
             max_batch_size=max_batch_size,
             chat_examples=entry.chat_examples,
+            prompt=entry.prompt,
+            extract=entry.extract,
+            weights=weights,
         )
 
     return Pool(entries, factory, cache=cache)

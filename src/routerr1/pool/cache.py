@@ -3,7 +3,9 @@
 A call is keyed by everything that decides its answer: the backend, the model key and a
 fingerprint of its source (revision), the dtype (local), endpoint and served model id
 (openai), or served model id and vllm arguments (``serve: vllm``, whose port varies), the
-exact chat messages sent (prompt style, examples, question), and the sampling parameters.
+exact chat messages sent (prompt style, prompt variant, examples, question), the answer
+extractor (the cache holds extracted answers), and the sampling parameters. A ``short`` prompt
+read by ``first_line`` (the original behaviour) adds no key material, so older entries still hit.
 Only temperature-0 calls get a key; sampled calls are never served from the cache.
 
 A hit returns the recorded text, tokens and latency with ``cached=True``; the pool prices it
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from routerr1.config import PoolEntry
 from routerr1.pool.backend import Generation
-from routerr1.pool.messages import question_messages
+from routerr1.pool.messages import EXTRACT_VERSION, question_messages, resolve_extract
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ def call_request(entry: PoolEntry, question: str, max_new_tokens: int) -> dict |
         served = {"base_url": entry.base_url, "served_model": entry.served_model or entry.name}
     else:
         served = {"dtype": entry.dtype}
+    # the same generation read two ways is two cached answers; the default adds nothing
+    extract = resolve_extract(entry.prompt, entry.extract)
+    reading: dict[str, str] = {}
+    if (entry.prompt, extract) != ("short", "first_line"):
+        reading = {"prompt": entry.prompt, "extract": extract, "extract_version": EXTRACT_VERSION}
     return {
         "schema": SCHEMA_VERSION,
         "backend": entry.backend,
@@ -79,8 +86,9 @@ def call_request(entry: PoolEntry, question: str, max_new_tokens: int) -> dict |
         **served,
         "prompt_style": entry.prompt_style,
         "messages": question_messages(
-            question, entry.prompt_style, chat_examples=entry.chat_examples
+            question, entry.prompt_style, chat_examples=entry.chat_examples, prompt=entry.prompt
         ),
+        **reading,
         "sampling": {"temperature": 0.0, "max_new_tokens": int(max_new_tokens)},
     }
 

@@ -9,9 +9,12 @@ answers short factual questions:
   question; generation stops at the first newline.
 
 Both prompts are built as chat messages by ``routerr1.pool.messages`` (shared with the openai
-backend and ``serve-pool``), then rendered here. Requests are sorted by prompt length and
-batched, so left padding stays small. Torch thread counts are the caller's business (set them
-from the config).
+backend and ``serve-pool``), then rendered here. ``prompt`` picks another way of asking (e.g.
+``reason``: step by step, then ``Answer: ...``) and ``extract`` how the answer is read back; two
+``LocalModel`` objects given the same :class:`LocalWeights` (``load_weights``) share one copy of
+the weights, so one model can sit in a pool under two names with two prompts. Requests are
+sorted by prompt length and batched, so left padding stays small. Torch thread counts are the
+caller's business (set them from the config).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -38,9 +43,12 @@ from routerr1.pool.messages import (
     DEFAULT_FEWSHOT,
     PROMPT_STYLES,
     Message,
+    check_prompt,
     clean_answer,
+    extract_answer,
     question_messages,
     render_fewshot,
+    resolve_extract,
 )
 from routerr1.precision import resolve_dtype
 
@@ -50,7 +58,9 @@ __all__ = [
     "PROMPT_STYLES",
     "Generation",
     "LocalModel",
+    "LocalWeights",
     "clean_answer",
+    "load_weights",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +97,34 @@ class _StopOnTokens(StoppingCriteria):
         return torch.tensor([self.is_stop(t) for t in last], dtype=torch.bool)
 
 
+@dataclass(eq=False)  # identity, not value, equality: a cache key is the folder and dtype
+class LocalWeights:
+    """A loaded model and its tokenizer (left padding), shareable by several LocalModels."""
+
+    model: Any
+    tokenizer: Any
+    path: Path
+    dtype: str
+
+
+def load_weights(path: Path, dtype: str = "auto") -> LocalWeights:
+    """Load the tokenizer and the model of ``path`` in ``dtype``, ready for batched greedy
+    generation (left padding, a pad token, eval mode). ``auto``: bf16 only where this CPU runs
+    it natively (`routerr1.precision`)."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
+    if dtype == "auto":
+        dtype = resolve_dtype(dtype, "dtype", "cpu").value
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    model.eval()
+    return LocalWeights(model, tokenizer, path, dtype)
+
+
 class LocalModel:
     """A Hugging Face causal LM answering questions in batches, greedily, in process."""
 
@@ -102,6 +140,9 @@ class LocalModel:
         chat_examples: bool = False,
         decode_segment: int = 8,
         share_prefix: bool = True,
+        prompt: str = "short",
+        extract: str | None = None,
+        weights: LocalWeights | None = None,
     ) -> None:
         """``stop_at_newline`` defaults to True for fewshot and False for chat (chat models
         may open with a newline; their answers are cut at the first newline anyway).
@@ -110,9 +151,11 @@ class LocalModel:
         ``decode_segment`` (0 = off): generate a batch this many tokens at a time and drop the
         rows that stopped, so one long answer does not drag the whole batch to its end.
         ``share_prefix``: a batch's common prompt prefix (chat template, instruction, worked
-        examples) is prefilled once and its KV cache shared by every row."""
-        if prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style: {prompt_style!r} is not one of {PROMPT_STYLES}")
+        examples) is prefilled once and its KV cache shared by every row.
+        ``prompt`` / ``extract``: names in ``routerr1.pool.messages.PROMPTS`` / ``EXTRACTORS``
+        (``extract`` None: the prompt's own). ``weights``: already loaded weights of ``path``
+        in ``dtype`` to use instead of loading them again."""
+        check_prompt(prompt, prompt_style, chat_examples)
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
         if dtype == "auto":  # bf16 only where this CPU runs it natively
@@ -126,6 +169,8 @@ class LocalModel:
         self.share_prefix = share_prefix
         self.path = Path(path)
         self.prompt_style = prompt_style
+        self.prompt_name = prompt
+        self.extract = resolve_extract(prompt, extract)
         self.max_batch_size = max_batch_size
         self.fewshot = tuple(fewshot)
         self.system_prompt = system_prompt
@@ -133,17 +178,21 @@ class LocalModel:
         self.stop_at_newline = (
             prompt_style == "fewshot" if stop_at_newline is None else bool(stop_at_newline)
         )
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if weights is None:
+            weights = load_weights(self.path, dtype)
+        elif (Path(weights.path), weights.dtype) != (self.path, dtype):
+            raise ValueError(
+                f"weights: loaded from {str(weights.path)!r} in {weights.dtype}, not "
+                f"{str(self.path)!r} in {dtype}"
+            )
+        self.weights = weights
+        self.tokenizer = weights.tokenizer
         if prompt_style == "chat" and not self.tokenizer.chat_template:
             raise ValueError(
                 f"prompt_style: 'chat' needs a chat template, and {str(self.path)!r} has none "
                 "(a base model? use 'fewshot')"
             )
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=DTYPES[dtype])
-        self.model.eval()
+        self.model = weights.model
         self.stop_ids = self._stop_ids()
 
     def _stop_ids(self) -> set[int]:
@@ -161,7 +210,12 @@ class LocalModel:
     def messages(self, question: str) -> list[Message]:
         """The chat messages asking ``question`` (what the openai backend would send)."""
         return question_messages(
-            question, self.prompt_style, self.fewshot, self.chat_examples, self.system_prompt
+            question,
+            self.prompt_style,
+            self.fewshot,
+            self.chat_examples,
+            self.system_prompt,
+            prompt=self.prompt_name,
         )
 
     def render(self, messages: Sequence[Message]) -> str:
@@ -187,11 +241,11 @@ class LocalModel:
         return self.encode_messages(self.messages(question))
 
     def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]:
-        """Answer each question; results are in input order. A failing batch yields
-        Generations with ``error`` set instead of raising."""
+        """Answer each question; results are in input order, the short answer extracted. A
+        failing batch yields Generations with ``error`` set instead of raising."""
         gens = self.complete([self.encode(q) for q in questions], max_new_tokens)
         for gen in gens:
-            gen.text = clean_answer(gen.text)
+            gen.text = extract_answer(gen.text, self.extract)
         return gens
 
     def complete(

@@ -51,7 +51,14 @@ from tenacity import (
 
 from routerr1.config import PoolEntry
 from routerr1.pool.backend import Generation
-from routerr1.pool.messages import Message, clean_answer, question_messages, render_fewshot
+from routerr1.pool.messages import (
+    Message,
+    check_prompt,
+    extract_answer,
+    question_messages,
+    render_fewshot,
+    resolve_extract,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +126,13 @@ class OpenAIBackend:
         tokenizer: Any = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        prompt: str = "short",
+        extract: str | None = None,
     ) -> None:
         """``max_total_s`` bounds a call, retries and waits included; by default
-        ``(max_retries + 1) * timeout_s + max_retries * max_backoff_s``."""
+        ``(max_retries + 1) * timeout_s + max_retries * max_backoff_s``. ``prompt`` /
+        ``extract``: how questions are put and answers read back (``routerr1.pool.messages``
+        registries; ``extract`` None: the prompt's own)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: {base_url!r} must start with http:// or https://")
         for field, value in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
@@ -154,7 +165,9 @@ class OpenAIBackend:
         self._backoff = wait_exponential_jitter(
             multiplier=backoff_s, max=max_backoff_s, jitter=backoff_s
         )
-        question_messages("", prompt_style)  # validates prompt_style
+        check_prompt(prompt, prompt_style, chat_examples)
+        self.prompt = prompt
+        self.extract = resolve_extract(prompt, extract)
         # The client keeps the key for its Authorization header; this object never stores it.
         self._client = openai.OpenAI(
             base_url=self.base_url,
@@ -181,6 +194,8 @@ class OpenAIBackend:
             api_key_env=entry.api_key_env,
             prompt_style=entry.prompt_style,
             chat_examples=entry.chat_examples,
+            prompt=entry.prompt,
+            extract=entry.extract,
             max_concurrency=entry.max_concurrency,
             timeout_s=entry.timeout_s,
             max_retries=entry.max_retries,
@@ -207,13 +222,13 @@ class OpenAIBackend:
 
     # -- public API -----------------------------------------------------------------------
     def answer(self, questions: Sequence[str], max_new_tokens: int = 32) -> list[Generation]:
-        """Answer each question (cleaned like the local backend), in input order; failed calls
-        come back with ``error`` set."""
+        """Answer each question (the short answer extracted like the local backend), in input
+        order; failed calls come back with ``error`` set."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: {max_new_tokens!r} must be at least 1")
         messages = [
             question_messages(q, self.prompt_style, chat_examples=self.chat_examples,
-                              system_prompt=self.system_prompt)
+                              system_prompt=self.system_prompt, prompt=self.prompt)
             for q in questions
         ]  # fmt: skip
         if self._executor is None:
@@ -222,7 +237,7 @@ class OpenAIBackend:
             )
         gens = list(self._executor.map(lambda m: self.complete(m, max_new_tokens), messages))
         for gen in gens:
-            gen.text = clean_answer(gen.text)
+            gen.text = extract_answer(gen.text, self.extract)
         return gens
 
     def complete(self, messages: Sequence[Message], max_new_tokens: int = 32) -> Generation:
