@@ -250,6 +250,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     compressed_descriptors: bool = False
+    cost_per_call_descriptors: bool = False  # descriptors show the measured mean $ per call
     batch_size: int = 32
     reuse_kv_cache: bool = True
     decode_segment: int = 16

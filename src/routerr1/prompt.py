@@ -19,19 +19,25 @@ class Descriptor:
     latency_p50_s: float
     em: float
     f1: float
+    # mean dollars per call on the profiling questions (None: not shown). Token prices alone
+    # hide what a call costs: one model asked to reason writes ~20x the tokens of a direct answer
+    cost_per_call: float | None = None
 
     def render(self, compressed: bool = False) -> str:
+        per_call = self.cost_per_call
         if compressed:
+            cost = f", ${per_call:.2g} per call" if per_call is not None else ""
             return (
-                f"{self.name}: ${self.price_in:g}/${self.price_out:g} per 1M in/out tokens, "
+                f"{self.name}: ${self.price_in:g}/${self.price_out:g} per 1M in/out tokens{cost}, "
                 f"{self.latency_p50_s:.2f}s, sample EM {self.em:.0f}%"
             )
         desc = f" {self.description.strip()}" if self.description.strip() else ""
+        cost = f" Mean cost ${per_call:.2g} per call." if per_call is not None else ""
         return (
             f"{self.name}:{desc} Price: ${self.price_in:g} per 1M input tokens, "
-            f"${self.price_out:g} per 1M output tokens. Median latency {self.latency_p50_s:.2f} s "
-            f"per call. Measured accuracy on sample questions: EM {self.em:.1f}%, "
-            f"F1 {self.f1:.1f}%."
+            f"${self.price_out:g} per 1M output tokens.{cost} Median latency "
+            f"{self.latency_p50_s:.2f} s per call. Measured accuracy on sample questions: "
+            f"EM {self.em:.1f}%, F1 {self.f1:.1f}%."
         )
 
 
@@ -44,6 +50,7 @@ def descriptor_from_mapping(d: Mapping) -> Descriptor:
         latency_p50_s=float(d["latency_p50_s"]),
         em=float(d["em"]),
         f1=float(d["f1"]),
+        cost_per_call=None if d.get("cost_per_call") is None else float(d["cost_per_call"]),
     )
 
 

@@ -185,10 +185,12 @@ def profile(
     return summary
 
 
-def describe(profile_in: str, out_json: str, compressed: bool = False) -> list[dict]:
+def describe(
+    profile_in: str, out_json: str, compressed: bool = False, cost_per_call: bool = False
+) -> list[dict]:
     from routerr1.pool.profile import descriptors_from_profile
 
-    descs = descriptors_from_profile(pd.read_parquet(profile_in))
+    descs = descriptors_from_profile(pd.read_parquet(profile_in), cost_per_call)
     payload = [
         {**d.__dict__, "text": d.render(compressed=False), "compressed": d.render(compressed=True)}
         for d in descs
@@ -638,7 +640,9 @@ def profile_unseen(
     )
 
 
-def describe_unseen(pool_profile_in: str, unseen_profile_in: str, out_json: str) -> list[dict]:
+def describe_unseen(
+    pool_profile_in: str, unseen_profile_in: str, out_json: str, cost_per_call: bool = False
+) -> list[dict]:
     """Descriptors of the extended pool: the training pool's, unchanged, then the unseen ones."""
     import tempfile
 
@@ -648,7 +652,7 @@ def describe_unseen(pool_profile_in: str, unseen_profile_in: str, out_json: str)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "profile.parquet"
         merged.to_parquet(path, index=False)
-        return describe(str(path), out_json)
+        return describe(str(path), out_json, cost_per_call=cost_per_call)
 
 
 def evaluate_router_unseen(

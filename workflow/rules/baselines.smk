@@ -101,6 +101,8 @@ rule describe_unseen:
         "logs/describe_unseen.log",
     benchmark:
         "results/benchmarks/describe_unseen.tsv"
+    params:
+        cost_per_call=config["rollout"]["cost_per_call_descriptors"],
     conda:
         "../envs/routerr1.yaml"
     script:

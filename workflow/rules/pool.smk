@@ -27,6 +27,7 @@ rule describe_pool:
         "results/benchmarks/describe_pool.tsv",
     params:
         compressed=config["rollout"]["compressed_descriptors"],
+        cost_per_call=config["rollout"]["cost_per_call_descriptors"],
     conda:
         "../envs/routerr1.yaml"
     script:

@@ -75,7 +75,10 @@ def profile_pool(
     return pd.DataFrame(summary), calls
 
 
-def descriptors_from_profile(profile: pd.DataFrame) -> list[Descriptor]:
+def descriptors_from_profile(
+    profile: pd.DataFrame, cost_per_call: bool = False
+) -> list[Descriptor]:
+    """One descriptor per profiled model; ``cost_per_call`` adds its measured mean $ per call."""
     return [
         Descriptor(
             name=r["name"],
@@ -85,6 +88,7 @@ def descriptors_from_profile(profile: pd.DataFrame) -> list[Descriptor]:
             latency_p50_s=float(r["latency_p50_s"]),
             em=float(r["em"]),
             f1=float(r["f1"]),
+            cost_per_call=float(r["mean_cost"]) if cost_per_call else None,
         )
         for r in profile.to_dict("records")
     ]
