@@ -124,3 +124,20 @@ def test_one_model_may_join_the_pool_twice_with_two_prompts(raw):
     assert direct.model == reason.model
     assert (direct.prompt, direct.extract) == ("short", None)
     assert (reason.prompt, reason.extract, reason.max_new_tokens) == ("reason", None, 256)
+
+
+def test_a_built_wheel_carries_the_schema(tmp_path):
+    """A non-editable install validates configs without the repository's workflow tree."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(tmp_path), str(REPO)],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("routerr1-*.whl")
+    packaged = zipfile.ZipFile(wheel).read("routerr1/config.schema.yaml").decode()
+    assert packaged == (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()

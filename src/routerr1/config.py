@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 _NAME_SEPARATORS = re.compile(r"[\s\-_]+")
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (a link to workflow/schemas/config.schema.yaml in the repository; a copy in a
+# built wheel), so an installed routerr1 validates without the workflow tree
+SCHEMA_RESOURCE = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -33,11 +35,9 @@ class ConfigError(ValueError):
 
 
 def _load_schema() -> dict[str, Any]:
-    if not SCHEMA_PATH.exists():  # installed without the workflow tree
-        from importlib.resources import files
+    from importlib.resources import files
 
-        return yaml.safe_load(files("routerr1").joinpath("config.schema.yaml").read_text())
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(files("routerr1").joinpath(SCHEMA_RESOURCE).read_text())
 
 
 def _with_defaults(validator_class):
