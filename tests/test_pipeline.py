@@ -203,8 +203,10 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     client = mlflow.MlflowClient()
     assert "price_table.json" in [a.path for a in client.list_artifacts(train_run["run_id"])]
 
-    # learning curves come back out of that store: one reward point per alpha and step
-    snakemake(wd, tiny_mirror, "results/learning_curves.pdf")
+    # the default target adds what pareto.pdf does not need: learning curves (out of that
+    # store, one reward point per alpha and step) and the routing-behaviour report
+    snakemake(wd, tiny_mirror, "all")
+    assert (res / "routing.md").read_text().startswith("#")
     assert (res / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
     curves = pd.read_csv(res / "learning_curves.csv")
     reward = curves[curves["metric"] == "reward"]
@@ -215,6 +217,7 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
     html = (res / "report.html").read_text(errors="ignore")
     assert "pareto.pdf" in html and "summary.csv" in html and "learning_curves.pdf" in html
+    assert "headroom.md" in html and "routing.md" in html
 
     # rerunning the same command does nothing; a lost result redoes only its own jobs
     again = snakemake(wd, tiny_mirror, "results/pareto.pdf")
