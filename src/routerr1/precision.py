@@ -121,19 +121,26 @@ def training_device(hw: Hardware) -> str:
 _warned: set[str] = set()
 
 
+def _resolve(
+    requested: str, key: str, names: tuple[str, str, str], device: str, hw: Hardware | None
+) -> Resolved:
+    """``names`` spells (auto, bf16, fp32) in the key's own vocabulary."""
+    auto, bf16, fp32 = names
+    if requested not in names:
+        raise ValueError(f"{key}: {requested!r} is not one of {list(names)}")
+    native, why = native_bf16(hw or probe(), device)
+    if requested == auto:
+        return Resolved(bf16 if native else fp32, f"auto: {why}")
+    if requested == bf16 and not native:
+        _warn_slow_bf16(key, why, device)
+    return Resolved(requested, f"set explicitly; {why}")
+
+
 def resolve_dtype(
     requested: str, key: str, device: str = "cpu", hw: Hardware | None = None
 ) -> Resolved:
     """The torch dtype name for a model's weights (``pool[i].dtype``, ``policy.dtype``)."""
-    if requested not in DTYPES:
-        raise ValueError(f"{key}: {requested!r} is not one of {list(DTYPES)}")
-    hw = hw or probe()
-    native, why = native_bf16(hw, device)
-    if requested == "auto":
-        return Resolved("bfloat16" if native else "float32", f"auto: {why}")
-    if requested == "bfloat16" and not native:
-        _warn_slow_bf16(key, why, device)
-    return Resolved(requested, f"set explicitly; {why}")
+    return _resolve(requested, key, DTYPES, device, hw)
 
 
 def resolve_policy_dtype(requested: str, hw: Hardware | None = None) -> Resolved:
@@ -151,16 +158,8 @@ def resolve_precision(
     requested: str, key: str = "train.precision", hw: Hardware | None = None
 ) -> Resolved:
     """Training/rollout compute precision: ``bf16`` autocast or plain ``fp32``."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"{key}: {requested!r} is not one of {list(PRECISIONS)}")
     hw = hw or probe()
-    device = training_device(hw)
-    native, why = native_bf16(hw, device)
-    if requested == "auto":
-        return Resolved("bf16" if native else "fp32", f"auto: {why}")
-    if requested == "bf16" and not native:
-        _warn_slow_bf16(key, why, device)
-    return Resolved(requested, f"set explicitly; {why}")
+    return _resolve(requested, key, PRECISIONS, training_device(hw), hw)
 
 
 def _warn_slow_bf16(key: str, why: str, device: str) -> None:
