@@ -53,6 +53,7 @@ rule all:
         "results/pareto.pdf",
         "results/summary.md",
         "results/learning_curves.pdf",
+        "results/learning_gain.md",
         "results/routing.md",
         # the pool's headroom needs each pool model alone (eval.baselines: single)
         HEADROOM_MD,

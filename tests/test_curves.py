@@ -8,7 +8,15 @@ import mlflow
 import pandas as pd
 import pytest
 
-from routerr1.curves import COLUMNS, curves_from_mlflow, main, plot_curves, smooth
+from routerr1.curves import (
+    COLUMNS,
+    curves_from_mlflow,
+    gain_markdown,
+    learning_gain,
+    main,
+    plot_curves,
+    smooth,
+)
 from routerr1.tracking import RUN_KEY_TAG, ensure_experiment
 
 
@@ -84,3 +92,59 @@ def test_plot_refuses_empty_or_malformed_curves(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
         plot_curves(pd.DataFrame({"step": [1], "metric": ["reward"], "value": [0.0]}), "x.pdf")
     assert not (tmp_path / "x.pdf").exists()
+
+
+def _curve(alpha, seed, values, metric="reward"):
+    return pd.DataFrame(
+        {
+            "alpha": alpha,
+            "seed": seed,
+            "step": range(1, len(values) + 1),
+            "metric": metric,
+            "value": values,
+        }
+    )
+
+
+def test_learning_gain_compares_first_and_last_window_against_the_seed_spread():
+    rising = [
+        _curve(0.0, 0, [0.0] * 10 + [1.0] * 10),  # first 0, last 1
+        _curve(0.0, 1, [0.2] * 10 + [0.8] * 10),  # first 0.2, last 0.8
+    ]
+    noisy = [
+        _curve(0.9, 0, [0.0] * 10 + [0.3] * 10),  # gain 0.3
+        _curve(0.9, 1, [0.5] * 10 + [0.9] * 10),  # gain 0.4, last 0.9: spread 0.6
+    ]
+    other = _curve(0.0, 0, [9.0] * 20, metric="router/em")  # another metric is ignored
+    gain = learning_gain(pd.concat([*rising, *noisy, other]).astype({"seed": "Int64"}))
+    a0, a9 = (gain[gain["alpha"] == a].iloc[0] for a in (0.0, 0.9))
+    assert (a0["seeds"], a0["steps"]) == (2, 20)
+    assert a0["first"] == pytest.approx(0.1) and a0["last"] == pytest.approx(0.9)
+    assert a0["gain"] == pytest.approx(0.8) and a0["seed_spread"] == pytest.approx(0.2)
+    assert bool(a0["learns"])
+    assert a9["gain"] == pytest.approx(0.35) and a9["seed_spread"] == pytest.approx(0.6)
+    assert not bool(a9["learns"])
+    text = gain_markdown(gain)
+    assert "| 0 | 2 | 20 | +0.100 | +0.900 | +0.800 | 0.200 | yes |" in text
+    assert "| 0.9 | 2 | 20 | +0.250 | +0.600 | +0.350 | 0.600 | no |" in text
+
+
+def test_learning_gain_uses_halves_of_a_short_run_and_skips_single_steps():
+    short = _curve(0.5, 0, [0.0, 0.0, 1.0, 1.0, 1.0])  # k = 2: first 0, last 1
+    single = _curve(0.9, 0, [0.5])
+    gain = learning_gain(pd.concat([short, single]).astype({"seed": "Int64"}))
+    assert list(gain["alpha"]) == [0.5]
+    row = gain.iloc[0]
+    assert (row["first"], row["last"], row["seed_spread"]) == (0.0, 1.0, 0.0)
+    assert "one seed" in gain_markdown(gain)
+    with pytest.raises(ValueError, match="window"):
+        learning_gain(short, window=0)
+
+
+def test_cli_writes_the_gain_table(store, tmp_path):
+    gain = tmp_path / "gain.md"
+    pdf, csv = tmp_path / "c.pdf", tmp_path / "c.csv"
+    args = ["--tracking-uri", store, "--out", str(pdf), "--csv", str(csv), "--gain", str(gain)]
+    assert main(args) == 0
+    assert gain.read_text().startswith("# Did training raise the reward?")
+    assert "| 0 | 1 | 3 | +0.100 | +0.500 | +0.400 | 0.000 | yes (one seed" in gain.read_text()

@@ -10,7 +10,9 @@ replaces the old curve), and writes:
   runs logged before seeds were tagged);
 * a PDF with one panel per metric and one colour per α (one line per seed): the raw per-step
   values faint, a trailing moving average over ``window`` steps on top (a step sees only 4-32
-  trajectories, so one step is noise).
+  trajectories, so one step is noise);
+* a markdown table (`learning_gain`): per α, the mean reward of the first and the last
+  ``window`` steps, their gain, and the seed-to-seed spread the gain has to beat.
 
     routerr1 curves                         # results/mlflow.db -> results/learning_curves.pdf
     routerr1 curves --window 10 --out curves.pdf --csv curves.csv
@@ -146,18 +148,95 @@ def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> 
         pdf.savefig(fig)
 
 
+GAIN_COLUMNS = ["alpha", "seeds", "steps", "first", "last", "gain", "seed_spread", "learns"]
+
+
+def learning_gain(curves: pd.DataFrame, metric: str = "reward", window: int = 10) -> pd.DataFrame:
+    """Per α: did the ``metric`` rise by more than the seeds disagree?
+
+    Per seed, ``first`` / ``last`` are the means of its first and last ``window`` steps (fewer
+    when a run is shorter than two windows: then the halves). ``gain`` is the mean over seeds of
+    last − first; ``seed_spread`` is the range (max − min) of the seeds' ``last`` values, 0 with
+    one seed. ``learns`` is gain > seed_spread, the test the routing issue sets; with one seed
+    it only says the curve rose.
+    """
+    if window < 1:
+        raise ValueError(f"window: {window!r} must be at least 1")
+    rows = []
+    mine = curves[curves["metric"] == metric]
+    for alpha, runs in mine.groupby("alpha", sort=True):
+        firsts, lasts, steps = [], [], []
+        for _, run in runs.groupby(runs["seed"].astype("Int64").fillna(-1), sort=True):
+            values = run.sort_values("step")["value"].to_numpy(dtype=float)
+            if len(values) < 2:
+                continue
+            k = min(window, len(values) // 2)
+            firsts.append(values[:k].mean())
+            lasts.append(values[-k:].mean())
+            steps.append(len(values))
+        if not firsts:
+            continue
+        gain = float(sum(b - a for a, b in zip(firsts, lasts, strict=True)) / len(firsts))
+        spread = float(max(lasts) - min(lasts))
+        rows.append(
+            {
+                "alpha": float(alpha),
+                "seeds": len(firsts),
+                "steps": min(steps),
+                "first": float(sum(firsts) / len(firsts)),
+                "last": float(sum(lasts) / len(lasts)),
+                "gain": gain,
+                "seed_spread": spread,
+                "learns": gain > spread,
+            }
+        )
+    return pd.DataFrame(rows, columns=GAIN_COLUMNS)
+
+
+def gain_markdown(gain: pd.DataFrame, metric: str = "reward", window: int = 10) -> str:
+    """`learning_gain` as a markdown section."""
+    lines = [
+        f"# Did training raise the {metric}?",
+        "",
+        f"Per α: the mean {metric} of the first and the last {window} GRPO steps (the halves of a",
+        "shorter run), averaged over seeds, and the range of the seeds' last values. The curve",
+        "counts as learning only where the gain exceeds that seed-to-seed spread.",
+        "",
+        "| α | seeds | steps | first | last | gain | seed spread | learns |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in gain.itertuples(index=False):
+        learns = "yes" if r.learns else "no"
+        if r.seeds < 2:
+            learns += " (one seed: no spread to beat)"
+        lines.append(
+            f"| {r.alpha:g} | {r.seeds} | {r.steps} | {r.first:+.3f} | {r.last:+.3f} "
+            f"| {r.gain:+.3f} | {r.seed_spread:.3f} | {learns} |"
+        )
+    if gain.empty:
+        lines.append("| (no run with two or more steps) | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def write_curves(
     tracking_uri: str,
     pdf_path: str | Path,
     csv_path: str | Path,
     experiment: str = "routerr1",
     window: int = 5,
+    gain_path: str | Path | None = None,
+    gain_window: int = 10,
 ) -> pd.DataFrame:
-    """Fetch the curves from MLflow and write the CSV and the PDF (each atomically)."""
+    """Fetch the curves from MLflow and write the CSV, the PDF and (``gain_path``) the
+    learning-gain table, each atomically."""
     curves = curves_from_mlflow(tracking_uri, experiment)
     with atomic_path(csv_path) as tmp:
         curves.to_csv(tmp, index=False)
     plot_curves(curves, pdf_path, window)
+    if gain_path is not None:
+        text = gain_markdown(learning_gain(curves, window=gain_window), window=gain_window)
+        with atomic_path(gain_path) as tmp:
+            Path(tmp).write_text(text)
     return curves
 
 
@@ -171,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/learning_curves.pdf", help="PDF to write")
     parser.add_argument("--csv", default="results/learning_curves.csv", help="CSV to write")
     parser.add_argument("--window", type=int, default=5, help="moving-average steps")
+    parser.add_argument(
+        "--gain", default=None, help="also write the first-vs-last-steps reward table here (.md)"
+    )
     args = parser.parse_args(argv)
     if args.tracking_uri.startswith("sqlite:///"):
         db = Path(args.tracking_uri.removeprefix("sqlite:///"))
@@ -178,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--tracking-uri: no MLflow database at {db}", file=sys.stderr)
             return 2
     try:
-        curves = write_curves(args.tracking_uri, args.out, args.csv, args.experiment, args.window)
+        curves = write_curves(
+            args.tracking_uri, args.out, args.csv, args.experiment, args.window, args.gain
+        )
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2

@@ -131,6 +131,12 @@ rule learning_curves:
             category="Training",
         ),
         csv="results/learning_curves.csv",
+        # per alpha: reward of the first vs the last 10 steps, against the seed spread
+        gain=report(
+            "results/learning_gain.md",
+            caption="../report/learning_gain.rst",
+            category="Training",
+        ),
     log:
         "logs/learning_curves.log",
     params:

@@ -8,4 +8,5 @@ with snakemake_job(snakemake):
         snakemake.output.pdf,
         snakemake.output.csv,
         experiment=snakemake.params.experiment,
+        gain_path=snakemake.output.gain,
     )
