@@ -291,7 +291,8 @@ def _info(folder: Path, **info) -> Path:
 
 
 def test_routers_are_found_named_by_alpha_and_checked(tmp_path: Path) -> None:
-    from routerr1.serve import find_routers, read_router, select_routers
+    from routerr1.routers import find_routers, read_router
+    from routerr1.serve import select_routers
 
     train = tmp_path / "train"
     _info(train / "alpha~0.9" / "model", alpha=0.9, mlflow_run_id="abc", pool=[{"name": "A"}])
@@ -313,7 +314,7 @@ def test_routers_are_found_named_by_alpha_and_checked(tmp_path: Path) -> None:
 
 
 def test_run_id_of_an_older_router_comes_from_mlflow(tmp_path: Path) -> None:
-    from routerr1.serve import read_router
+    from routerr1.routers import read_router
     from routerr1.tracking import tracked_run
 
     cfg = {"mlflow": {"experiment": "serve-test"}}
@@ -327,7 +328,7 @@ def test_run_id_of_an_older_router_comes_from_mlflow(tmp_path: Path) -> None:
 
 def test_policy_text_becomes_steps() -> None:
     from routerr1.parse import ModelNameResolver
-    from routerr1.serve import policy_steps
+    from routerr1.steps import policy_steps
 
     names = ModelNameResolver(["SmolLM2", "Echo"])
     # an R1-style template opened <think> in the prompt

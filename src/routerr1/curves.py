@@ -28,9 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from routerr1.io import atomic_path
+from routerr1.tracking import DEFAULT_TRACKING_URI, RUN_KEY_TAG
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
-RUN_KEY_TAG = "routerr1.key"
 # (metric key, panel title): what the evaluation issue asks to see per step
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("reward", "reward (format + outcome - alpha * cost)"),

@@ -21,9 +21,8 @@ import duckdb
 import pandas as pd
 
 from routerr1.report import AVERAGE, FAMILY_ORDER
+from routerr1.tracking import DEFAULT_TRACKING_URI, RUN_KEY_TAG
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
-RUN_KEY_TAG = "routerr1.key"
 METRICS = ("em", "f1", "cost", "pool_calls")
 COLUMNS = ["method", "family", "alpha", "benchmark", "em", "f1", "cost", "pool_calls", "pool_hash"]
 

@@ -46,7 +46,6 @@ import copy
 import json
 import logging
 import queue
-import re
 import signal
 import threading
 import time
@@ -60,177 +59,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from routerr1.routers import RouterInfo, find_routers, read_router
 from routerr1.serving import APIError, ChatMessage, gather, install_api_basics
+from routerr1.steps import event_steps
 
 log = logging.getLogger(__name__)
 
-ROUTER_PREFIX = "router-r1@a"
-INFO_FILE = "routerr1_train.json"
 DEFAULT_MAX_QUESTION_TOKENS = 512
 DEFAULT_MAX_BATCH_SIZE = 32
-
-
-# -- finding trained routers -------------------------------------------------------------------
-@dataclass(frozen=True)
-class RouterInfo:
-    """A trained router folder and what its ``routerr1_train.json`` says about it."""
-
-    name: str
-    path: Path
-    alpha: float
-    run_id: str | None
-    global_step: int | None
-    trained_pool: tuple[str, ...] | None  # pool names it was trained with, when recorded
-
-
-def router_name(alpha: float) -> str:
-    from routerr1.config import alpha_label
-
-    return f"{ROUTER_PREFIX}{alpha_label(alpha)}"
-
-
-def find_routers(results_dir: str | Path = "results") -> list[Path]:
-    """Trained router folders under ``results_dir/train``, ordered by alpha."""
-    found = [p.parent for p in Path(results_dir).glob(f"train/alpha~*/model/{INFO_FILE}")]
-    return sorted(found, key=lambda p: (_folder_alpha(p), str(p)))
-
-
-def _folder_alpha(path: Path) -> float:
-    try:
-        return float(path.parent.name.removeprefix("alpha~"))
-    except ValueError:
-        return float("inf")
-
-
-def router_folder(path: str | Path) -> Path:
-    """``path`` itself, or its ``model/`` subfolder (``results/train/alpha~0.5`` works too)."""
-    path = Path(path)
-    if not (path / INFO_FILE).is_file() and (path / "model" / INFO_FILE).is_file():
-        return path / "model"
-    return path
-
-
-def read_router(
-    path: str | Path, cfg: Mapping[str, Any] | None = None, results_dir: str | Path = "results"
-) -> RouterInfo:
-    """Read a trained router folder; ValueError names the folder and what is missing.
-
-    The training run id is recorded in ``routerr1_train.json``; routers trained before it was
-    are looked up in the MLflow store by their run key (``train/alpha~<alpha>``).
-    """
-    path = router_folder(path)
-    info_path = path / INFO_FILE
-    if not info_path.is_file():
-        raise ValueError(f"--router: {str(path)!r} is not a trained router (no {INFO_FILE})")
-    try:
-        info = json.loads(info_path.read_text())
-        alpha = float(info["alpha"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"--router: {str(info_path)!r} has no valid 'alpha' ({exc})") from None
-    run_id = info.get("mlflow_run_id")
-    if run_id is None and cfg is not None:
-        run_id = _run_id_from_mlflow(cfg, alpha, results_dir)
-    pool = info.get("pool")
-    return RouterInfo(
-        name=router_name(alpha),
-        path=path,
-        alpha=alpha,
-        run_id=run_id,
-        global_step=info.get("global_step"),
-        trained_pool=tuple(p["name"] for p in pool) if pool else None,
-    )
-
-
-def _run_id_from_mlflow(
-    cfg: Mapping[str, Any], alpha: float, results_dir: str | Path
-) -> str | None:
-    """The latest training run for this alpha in the MLflow store, when there is one."""
-    from routerr1.tracking import RUN_KEY_TAG
-
-    uri = (cfg.get("mlflow") or {}).get("tracking_uri")
-    if not uri:
-        db = Path(results_dir) / "mlflow.db"
-        if not db.is_file():  # do not create an empty store just to find nothing in it
-            return None
-        uri = f"sqlite:///{db.resolve()}"
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name((cfg.get("mlflow") or {}).get("experiment", "routerr1"))
-        if exp is None:
-            return None
-        runs = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{RUN_KEY_TAG}` = 'train/alpha~{alpha!r}'",
-            order_by=["start_time DESC"],
-            max_results=1,
-        )
-    except Exception as exc:  # the id is informative only: never fail serving over it
-        log.warning("serve: no MLflow run id for alpha %s (%s)", alpha, exc)
-        return None
-    return runs[0].info.run_id if runs else None
-
-
-# -- trajectories as steps ---------------------------------------------------------------------
-_BLOCK_RE = re.compile(r"<(think|search|answer)>(.*?)</\1>", re.S)
-
-
-def policy_steps(text: str, resolver) -> list[dict[str, Any]]:
-    """The steps in one turn of policy text: think, search, answer, and loose text."""
-    from routerr1.parse import parse_search
-
-    steps: list[dict[str, Any]] = []
-    pos = 0
-    # R1-style chat templates open <think> in the prompt: the turn then starts inside it
-    head = text.find("</think>")
-    if head >= 0 and not re.search(r"<(think|search|answer)>", text[:head]):
-        steps.append({"type": "think", "text": text[:head].strip()})
-        pos = head + len("</think>")
-    for m in _BLOCK_RE.finditer(text, pos):
-        loose = text[pos : m.start()].strip()
-        if loose:
-            steps.append({"type": "text", "text": loose})
-        tag, content = m.group(1), m.group(2)
-        if tag == "search":
-            call = parse_search(content, resolver)
-            model = call.model  # as the policy wrote it when it is not a pool name
-            if model is None and ":" in content:
-                model = content.split(":", 1)[0].strip()
-            steps.append(
-                {"type": "search", "model": model, "query": call.query, "error": call.error}
-            )
-        else:
-            steps.append({"type": tag, "text": content.strip()})
-        pos = m.end()
-    rest = text[pos:].strip()
-    if rest:
-        steps.append({"type": "text", "text": rest})
-    return steps
-
-
-def event_steps(event, resolver) -> list[dict[str, Any]]:
-    """Trajectory steps for one :class:`routerr1.rollout.StepEvent`."""
-    if event.kind == "generated":
-        return policy_steps(event.text, resolver)
-    if event.kind == "information" and event.call is not None:
-        c = event.call
-        return [
-            {
-                "type": "information",
-                "source": "pool",
-                "model": c.model,
-                "text": event.text,
-                "in_tokens": c.in_tokens,
-                "out_tokens": c.out_tokens,
-                "cost_usd": c.cost,
-                "latency_s": round(c.latency_s, 4),
-                "cached": c.cached,
-                "error": c.error,
-            }
-        ]
-    source = {"invalid": "invalid_search", "refused": "limit"}.get(event.kind, event.kind)
-    return [{"type": "information", "source": source, "text": event.text}]
 
 
 # -- the router worker -------------------------------------------------------------------------

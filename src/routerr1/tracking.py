@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from routerr1 import precision as hardware_precision
 
 DEFAULT_DB = "results/mlflow.db"
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_DB}"  # the CLIs' default, relative to the cwd
 RUN_KEY_TAG = "routerr1.key"
 # a killed job resumes its run only under the same config: params may not change in a run
 RUN_CONFIG_TAG = "routerr1.config_sha"
