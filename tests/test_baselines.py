@@ -27,7 +27,7 @@ from routerr1.baselines import (
     unseen_calls,
 )
 from routerr1.config import ConfigError, extended_pool_config, validate_config
-from routerr1.evaluate import ROW_COLUMNS
+from routerr1.methods import ROW_COLUMNS
 from routerr1.models import ChecksumError
 
 PRICES = {"Tiny": (0.02, 0.04), "Mid": (0.05, 0.10), "Big": (0.10, 0.20)}

@@ -8,7 +8,6 @@ import pytest
 
 from routerr1.frontier import frontier_at
 from routerr1.headroom import (
-    AVERAGE,
     cascade,
     fold_ids,
     headroom,
@@ -18,6 +17,7 @@ from routerr1.headroom import (
     single_table,
     write_headroom,
 )
+from routerr1.methods import AVERAGE
 
 
 def _rows(answers: dict[str, list[str | None]], gold: list[str], cost: dict[str, float], **kw):

@@ -41,15 +41,17 @@ import pandas as pd
 
 from routerr1.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, PairedBootstrap
 from routerr1.frontier import aiq, hull_curve
+from routerr1.methods import AVERAGE, SINGLE_PREFIX, check_single_rows
 from routerr1.metrics import normalize_answer
 
 __all__ = [
-    "AVERAGE",
     "CASCADE_WORD_LIMITS",
     "COLUMNS",
+    "MAIN_STRATEGIES",
     "HeadroomResult",
     "SingleTable",
     "cascade",
+    "fmt_cost",
     "fold_ids",
     "headroom",
     "majority_vote",
@@ -59,8 +61,6 @@ __all__ = [
     "write_headroom",
 ]
 
-AVERAGE = "average"  # the macro-average page, as in routerr1.report
-SINGLE_PREFIX = "single:"
 # Cascade signal: escalate when A's answer has more words than this (None: only when empty or
 # failed). Short-answer QA; a reply of 10+ words is usually a non-answer or a ramble.
 CASCADE_WORD_LIMITS: tuple[int | None, ...] = (1, 2, 3, 5, 8, 13, None)
@@ -69,6 +69,8 @@ PREROUTE_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 PREROUTE_RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
 PREROUTE_MAX_FEATURES = 1000
 MAJORITY_MAX_MODELS = 8  # above this, only prefixes of the training-EM ranking are tried
+# The strategies each page of headroom.md shows (and summary.md places beside the routers).
+MAIN_STRATEGIES = ("oracle", "best cascade", "best vote", "vote of all", "pre-route (text)")
 COLUMNS = [
     "strategy",
     "kind",
@@ -132,15 +134,8 @@ def single_table(rows: pd.DataFrame) -> SingleTable:
     Raises ValueError naming the column or model when a column is missing, a method is not
     ``single:<name>``, a question repeats, or the models did not answer the same questions.
     """
-    missing = [c for c in _NEEDED if c not in rows.columns]
-    if missing:
-        raise ValueError(f"single rows: missing column(s) {', '.join(missing)}")
-    if rows.empty:
-        raise ValueError("single rows: empty; need each pool model's direct answers")
+    check_single_rows(rows, _NEEDED, "single rows")
     methods = rows["method"].astype(str)
-    bad = sorted(set(methods[~methods.str.startswith(SINGLE_PREFIX)]))
-    if bad:
-        raise ValueError(f"single rows: method {bad[0]!r} is not 'single:<pool name>'")
     df = rows.assign(
         model=methods.str.removeprefix(SINGLE_PREFIX),
         benchmark=rows["benchmark"].astype(str),
@@ -595,7 +590,7 @@ def headroom(
     )
 
 
-def _fmt_cost(c: float) -> str:
+def fmt_cost(c: float) -> str:
     return "$0" if c == 0 else f"${c:.2e}"
 
 
@@ -615,14 +610,11 @@ def _table(rows: pd.DataFrame, names_in_order: list[str], level: float) -> list[
         r = by[name]
         detail = str(r.detail).replace("|", r"\|")
         out.append(
-            f"| {name} | {'yes' if r.learned else 'no'} | {r.em:.1f} | {_fmt_cost(r.cost)} | "
+            f"| {name} | {'yes' if r.learned else 'no'} | {r.em:.1f} | {fmt_cost(r.cost)} | "
             f"{r.frontier_em:.1f} | {_interval(r.d_frontier, r.d_frontier_lo, r.d_frontier_hi)} "
             f"| {detail} |"
         )
     return out
-
-
-_MAIN = ["oracle", "best cascade", "best vote", "vote of all", "pre-route (text)"]
 
 
 def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
@@ -657,11 +649,11 @@ def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
         title = "Average (macro over benchmarks)" if page == AVERAGE else page
         out += [f"## {title}", ""]
         singles = part[part["kind"] == "single"].sort_values("cost")["strategy"].tolist()
-        out += _table(part, [*singles, *_MAIN], result.level) + [""]
+        out += _table(part, [*singles, *MAIN_STRATEGIES], result.level) + [""]
         a = aiq_by.loc[page]
         out += [
             f"Best single model: {a['best_single']}. Frontier AIQ (mean frontier EM over "
-            f"{_fmt_cost(a['cost_lo'])}..{_fmt_cost(a['cost_hi'])}): {a['aiq_single']:.1f}; with "
+            f"{fmt_cost(a['cost_lo'])}..{fmt_cost(a['cost_hi'])}): {a['aiq_single']:.1f}; with "
             f"the learned strategies' points added: {a['aiq_with_strategies']:.1f}.",
             "",
         ]

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from routerr1.report import AVERAGE, FAMILY_ORDER
+from routerr1.methods import AVERAGE, FAMILY_ORDER
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 RUN_KEY_TAG = "routerr1.key"
