@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from routerr1.bootstrap import DEFAULT_LEVEL
-from routerr1.headroom import MAIN_STRATEGIES, fmt_cost
 from routerr1.methods import AVERAGE, BASELINES, ROUTER_FAMILY, SWEEP_FAMILIES, UNSEEN_FAMILY
+from routerr1.report.headroom import MAIN_STRATEGIES, fmt_cost
 from routerr1.report.stats import family_aiq, sort_summary
 
 __all__ = ["decoding_text", "render_markdown"]
