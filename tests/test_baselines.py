@@ -27,7 +27,7 @@ from routerr1.baselines import (
     unseen_calls,
 )
 from routerr1.config import ConfigError, extended_pool_config, validate_config
-from routerr1.evaluate import ROW_COLUMNS
+from routerr1.methods import BASELINES, ROW_COLUMNS
 from routerr1.models import ChecksumError
 
 PRICES = {"Tiny": (0.02, 0.04), "Mid": (0.05, 0.10), "Big": (0.10, 0.20)}
@@ -418,9 +418,7 @@ def test_schema_accepts_every_baseline_and_pool_unseen():
             "pool": [{"name": "A", "model": "m", "price_in": 0, "price_out": 0, "largest": True}],
             "pool_unseen": [{"name": "B", "model": "m", "price_in": 1, "price_out": 2}],
             "policy": {"model": "m"},
-            "eval": {
-                "baselines": ["single", "prompt_router", "oracle", "largest", "random", "knn"]
-            },
+            "eval": {"baselines": list(BASELINES)},
         }
     )
     assert cfg["pool_unseen"][0]["max_new_tokens"] == 32  # the pool entry's defaults apply

@@ -29,17 +29,17 @@ from routerr1.data import (
     sample_splits,
 )
 from routerr1.evaluate import (
-    ROUTER_COLUMNS,
-    ROW_COLUMNS,
     _row,
     batch_seed,
     eval_rollout_config,
     evaluate_router,
     run_in_batches,
 )
+from routerr1.methods import ROUTER_COLUMNS, ROW_COLUMNS
 from routerr1.pool.base import Generation, Pool
 from routerr1.prompt import Descriptor
-from routerr1.report import aggregate, render_markdown
+from routerr1.report.aggregate import aggregate
+from routerr1.report.markdown import render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -271,7 +271,7 @@ def test_summary_lists_skipped_benchmarks_and_decoding(tmp_path) -> None:
 
 
 def test_pareto_page_is_log_x_with_routers_in_alpha_order(tmp_path) -> None:
-    from routerr1.report import _page_figure
+    from routerr1.report.plot import _page_figure
 
     out = tmp_path / "out"
     summary = aggregate([_eval_file(tmp_path)], out / "s.duckdb", out / "s.csv", out / "s.md")

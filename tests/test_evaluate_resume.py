@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from routerr1.data import QARecord
-from routerr1.evaluate import ROW_COLUMNS, ChunkStore, _row, run_in_batches
+from routerr1.evaluate import ChunkStore, _row, run_in_batches
+from routerr1.methods import ROW_COLUMNS
 
 RECORDS = [
     QARecord(f"q{i}", f"question {i}", (f"answer {i}",), "nq" if i % 2 else "hotpotqa", "test")

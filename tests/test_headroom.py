@@ -8,16 +8,15 @@ import pytest
 
 from routerr1.frontier import frontier_at
 from routerr1.headroom import (
-    AVERAGE,
     cascade,
     fold_ids,
     headroom,
     majority_vote,
     oracle,
-    render_headroom,
     single_table,
-    write_headroom,
 )
+from routerr1.methods import AVERAGE
+from routerr1.report.headroom import render_headroom, write_headroom
 
 
 def _rows(answers: dict[str, list[str | None]], gold: list[str], cost: dict[str, float], **kw):

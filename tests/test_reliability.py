@@ -213,7 +213,7 @@ def test_kill9_training_resumes_same_step_optimizer_rng_and_mlflow_run(
 # -- 2. kill -9 evaluation --------------------------------------------------------------------
 @pytest.mark.slow
 def test_kill9_evaluation_keeps_finished_chunks(tmp_path, tiny_mirror, smollm2_dir):
-    from routerr1.report import aggregate
+    from routerr1.report.aggregate import aggregate
 
     cfg = smoke_config(tiny_mirror, smollm2_dir)
     cfg["eval"]["batch_size"] = 1  # six chunks of one question

@@ -12,16 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routerr1.frontier import frontier_at, frontier_values
-from routerr1.report import (
-    AVERAGE,
-    aggregate,
-    aiq,
-    family_aiq,
-    pareto_frontier,
-    plot_pareto,
-    render_markdown,
-)
+from routerr1.frontier import aiq, frontier_at, frontier_values, pareto_frontier
+from routerr1.methods import AVERAGE
+from routerr1.report.aggregate import aggregate
+from routerr1.report.markdown import render_markdown
+from routerr1.report.plot import plot_pareto
+from routerr1.report.stats import family_aiq
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from routerr1.baselines import largest_rows, oracle_rows, random_rows
-from routerr1.evaluate import ROW_COLUMNS
-from routerr1.report import _page_figure, aggregate, plot_pareto
+from routerr1.methods import ROW_COLUMNS
+from routerr1.report.aggregate import aggregate
+from routerr1.report.plot import _page_figure, plot_pareto
 
 PRICES = {"Tiny": (0.02, 0.04), "Big": (0.10, 0.20)}
 

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from routerr1.headroom import headroom
-from routerr1.report import AVERAGE, aggregate, bootstrap_intervals, plot_pareto
+from routerr1.methods import AVERAGE
+from routerr1.report.aggregate import aggregate
+from routerr1.report.plot import plot_pareto
+from routerr1.report.stats import bootstrap_intervals
 
 N = {"nq": 40, "hotpotqa": 20}
 RNG = np.random.default_rng(7)

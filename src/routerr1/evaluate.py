@@ -17,38 +17,13 @@ from tqdm.auto import tqdm
 from routerr1.config import RolloutConfig
 from routerr1.data import QARecord
 from routerr1.io import write_json_atomic, write_parquet_atomic
+from routerr1.methods import ROUTER_COLUMNS, ROW_COLUMNS
 from routerr1.metrics import exact_match, f1_score
 from routerr1.pool.base import Pool
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.rollout import CallBudget, RolloutEngine, StepEvent, Trajectory
 
 log = logging.getLogger(__name__)
-
-ROW_COLUMNS = [
-    "method",
-    "family",
-    "alpha",
-    "benchmark",
-    "qid",
-    "question",
-    "golden_answers",
-    "prediction",
-    "em",
-    "f1",
-    "pool_calls",
-    "invalid_actions",
-    "pool_errors",
-    "in_tokens",
-    "out_tokens",
-    "cost",
-    "latency_s",
-    "trajectory",
-]
-# Router rows also list their pool calls in order: the model asked and its reply ("" when the
-# call failed), for the routing-behaviour report. Files written before these columns existed
-# lack them; routerr1.routing then reads the calls from the trajectory text.
-CALL_COLUMNS = ["call_models", "call_replies"]
-ROUTER_COLUMNS = [*ROW_COLUMNS, *CALL_COLUMNS]
 
 
 def _row(method, family, alpha, rec: QARecord, prediction, **extra) -> dict:

@@ -25,26 +25,27 @@ chosen on the training folds too (pair and threshold, subset). Each row gets EM,
 question and EM minus the single-model frontier at that cost, with a paired-bootstrap 95%
 interval (`routerr1.bootstrap`); a claim counts only where the interval excludes zero.
 
-Pages: the macro average over benchmarks (as in summary.md), then each benchmark.
+Pages: the macro average over benchmarks (as in summary.md), then each benchmark. The text
+features and ridge of the pre-router are in `routerr1.preroute`; headroom.md and headroom.csv are
+written by `routerr1.report.headroom`.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from routerr1.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, PairedBootstrap
 from routerr1.frontier import aiq, hull_curve
+from routerr1.methods import AVERAGE, SINGLE_PREFIX, check_single_rows
 from routerr1.metrics import normalize_answer
+from routerr1.preroute import ridge_predictions, route_by_score, tfidf
 
 __all__ = [
-    "AVERAGE",
     "CASCADE_WORD_LIMITS",
     "COLUMNS",
     "HeadroomResult",
@@ -54,20 +55,14 @@ __all__ = [
     "headroom",
     "majority_vote",
     "oracle",
-    "render_headroom",
     "single_table",
-    "write_headroom",
 ]
 
-AVERAGE = "average"  # the macro-average page, as in routerr1.report
-SINGLE_PREFIX = "single:"
 # Cascade signal: escalate when A's answer has more words than this (None: only when empty or
 # failed). Short-answer QA; a reply of 10+ words is usually a non-answer or a ramble.
 CASCADE_WORD_LIMITS: tuple[int | None, ...] = (1, 2, 3, 5, 8, 13, None)
 # Pre-routing trade-off: route to argmax(predicted EM - lambda * cost / most expensive cost).
 PREROUTE_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-PREROUTE_RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
-PREROUTE_MAX_FEATURES = 1000
 MAJORITY_MAX_MODELS = 8  # above this, only prefixes of the training-EM ranking are tried
 COLUMNS = [
     "strategy",
@@ -85,7 +80,6 @@ COLUMNS = [
     "detail",
 ]
 _NEEDED = ("method", "benchmark", "qid", "question", "prediction", "em", "cost", "pool_errors")
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 # --------------------------------------------------------------------------- the answer table
@@ -132,15 +126,8 @@ def single_table(rows: pd.DataFrame) -> SingleTable:
     Raises ValueError naming the column or model when a column is missing, a method is not
     ``single:<name>``, a question repeats, or the models did not answer the same questions.
     """
-    missing = [c for c in _NEEDED if c not in rows.columns]
-    if missing:
-        raise ValueError(f"single rows: missing column(s) {', '.join(missing)}")
-    if rows.empty:
-        raise ValueError("single rows: empty; need each pool model's direct answers")
+    check_single_rows(rows, _NEEDED, "single rows")
     methods = rows["method"].astype(str)
-    bad = sorted(set(methods[~methods.str.startswith(SINGLE_PREFIX)]))
-    if bad:
-        raise ValueError(f"single rows: method {bad[0]!r} is not 'single:<pool name>'")
     df = rows.assign(
         model=methods.str.removeprefix(SINGLE_PREFIX),
         benchmark=rows["benchmark"].astype(str),
@@ -263,89 +250,6 @@ def majority_vote(
     pick = s[np.argmax(support + rank[None, :], axis=1)]
     rows = np.arange(t.n_questions)
     return t.em[rows, pick], t.cost[:, s].sum(axis=1)
-
-
-# -- pre-routing from the question text ---------------------------------------------------------
-
-
-def _tokens(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def tfidf(
-    train: Sequence[str], test: Sequence[str], max_features: int = PREROUTE_MAX_FEATURES
-) -> tuple[np.ndarray, np.ndarray]:
-    """tf-idf word features fitted on ``train`` (words in 2+ training questions, at most
-    ``max_features`` by document frequency), rows L2-normalized, plus a constant column."""
-    docs = [_tokens(q) for q in train]
-    df: dict[str, int] = {}
-    for d in docs:
-        for w in set(d):
-            df[w] = df.get(w, 0) + 1
-    words = sorted((w for w, c in df.items() if c >= 2), key=lambda w: (-df[w], w))
-    vocab = {w: i for i, w in enumerate(words[:max_features])}
-    idf = np.log((1 + len(docs)) / (1 + np.array([df[w] for w in vocab], dtype=float))) + 1.0
-
-    def matrix(texts: Sequence[str]) -> np.ndarray:
-        x = np.zeros((len(texts), len(vocab) + 1))
-        for i, text in enumerate(texts):
-            for w in _tokens(text):
-                if w in vocab:
-                    x[i, vocab[w]] += 1.0
-        x[:, :-1] *= idf
-        norms = np.linalg.norm(x[:, :-1], axis=1, keepdims=True)
-        x[:, :-1] = np.divide(x[:, :-1], norms, out=np.zeros_like(x[:, :-1]), where=norms > 0)
-        x[:, -1] = 1.0  # intercept (penalized like the rest: shrinks towards 0, mildly)
-        return x
-
-    return matrix(train), matrix(test)
-
-
-def _thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Thin SVD through the eigendecomposition of the smaller Gram matrix: many times faster
-    than LAPACK's gesdd here, and exact enough for ridge (directions with a negligible singular
-    value are dropped; ridge shrinks them to nothing anyway)."""
-    n, d = x.shape
-    gram = x.T @ x if n >= d else x @ x.T
-    vals, vecs = np.linalg.eigh(gram)
-    keep = vals > max(float(vals.max()), 0.0) * 1e-12
-    vals, vecs = vals[keep], vecs[:, keep]
-    s = np.sqrt(vals)
-    if n >= d:  # vecs are the right singular vectors
-        return (x @ vecs) / s, s, vecs.T
-    return vecs, s, ((x.T @ vecs) / s).T
-
-
-def ridge_predictions(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Ridge regression of every column of ``y_train`` on ``x_train``, closed form by SVD.
-
-    The penalty is chosen from `PREROUTE_RIDGES` by leave-one-out error (exact for ridge:
-    residual / (1 - leverage)). Returns (leave-one-out predictions on train, predictions on
-    test, the penalty).
-    """
-    u, s, vt = _thin_svd(x_train)
-    uty = u.T @ y_train
-    best = None
-    for r in PREROUTE_RIDGES:
-        shrink = s**2 / (s**2 + r)
-        fitted = u @ (shrink[:, None] * uty)
-        leverage = (u**2) @ shrink
-        loo = y_train - (y_train - fitted) / (1.0 - leverage)[:, None]
-        err = float(np.mean((loo - y_train) ** 2))
-        if best is None or err < best[0] - 1e-12:
-            best = (err, r, loo)
-    _, r, loo = best
-    coef = vt.T @ ((s / (s**2 + r))[:, None] * uty)
-    return loo, x_test @ coef, r
-
-
-def route_by_score(predicted_em: np.ndarray, rel_cost: np.ndarray, lam: float) -> np.ndarray:
-    """Per question the model maximizing predicted EM - lam * relative cost (ties: cheaper)."""
-    score = predicted_em - lam * rel_cost[None, :]
-    # models are ordered cheapest first, so argmax's first-hit rule breaks ties to the cheaper
-    return np.argmax(score, axis=1)
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -593,110 +497,3 @@ def headroom(
         models=t.models,
         level=level,
     )
-
-
-def _fmt_cost(c: float) -> str:
-    return "$0" if c == 0 else f"${c:.2e}"
-
-
-def _interval(d: float, lo: float, hi: float) -> str:
-    mark = " ▲" if lo > 0 else " ▼" if hi < 0 else ""
-    return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark}"
-
-
-def _table(rows: pd.DataFrame, names_in_order: list[str], level: float) -> list[str]:
-    ci = f"{100 * level:g}% CI"
-    head = f"| strategy | learned | EM % | $ / question | frontier EM % | Δ frontier [{ci}] | "
-    out = [head + "chosen on training folds |", "|---|---|---|---|---|---|---|"]
-    by = {r.strategy: r for r in rows.itertuples(index=False)}
-    for name in names_in_order:
-        if name not in by:
-            continue
-        r = by[name]
-        detail = str(r.detail).replace("|", r"\|")
-        out.append(
-            f"| {name} | {'yes' if r.learned else 'no'} | {r.em:.1f} | {_fmt_cost(r.cost)} | "
-            f"{r.frontier_em:.1f} | {_interval(r.d_frontier, r.d_frontier_lo, r.d_frontier_hi)} "
-            f"| {detail} |"
-        )
-    return out
-
-
-_MAIN = ["oracle", "best cascade", "best vote", "vote of all", "pre-route (text)"]
-
-
-def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
-    """Markdown: per page the single models, the oracle, the best learned strategies, the
-    frontier AIQ, and (average page) the best cascade pairs."""
-    rows = result.rows
-    out = [
-        "# Headroom of the pool",
-        "",
-        "What the pool allows before any router is trained, from each pool model's direct "
-        f"answers to the evaluation questions ({', '.join(result.models)}; cheapest first).",
-        "",
-        f"- Learned strategies are chosen on training folds and scored on the held-out fold "
-        f"({result.folds}-fold, stratified by benchmark, seed {result.seed}).",
-        "- **frontier EM**: the best EM a random mix of single models reaches at the strategy's "
-        "cost (their upper cost-EM hull, with free abstention at $0). **Δ frontier**: EM minus "
-        f"that, with a paired-bootstrap {100 * result.level:g}% interval ({result.n_resamples} "
-        "resamples of the "
-        "questions, within each benchmark). ▲ / ▼: the interval excludes zero (a claim); "
-        "otherwise the strategy is not distinguishable from mixing single models.",
-        "- Cascade A -> B: ask A, and B only when A's answer is unusable (failed, empty, or "
-        "longer than a word limit chosen in training). Vote: ask a subset, take the most common "
-        "answer (ties to the best training EM). Pre-route: ridge regression of each model's "
-        "correctness on tf-idf words of the question, route to max(predicted EM - λ·cost).",
-        "- The oracle reads the gold answers: an upper bound, not a strategy.",
-        "",
-    ]
-    pages = list(dict.fromkeys(rows["benchmark"]))
-    aiq_by = result.aiq.set_index("benchmark")
-    for page in pages:
-        part = rows[rows["benchmark"] == page]
-        title = "Average (macro over benchmarks)" if page == AVERAGE else page
-        out += [f"## {title}", ""]
-        singles = part[part["kind"] == "single"].sort_values("cost")["strategy"].tolist()
-        out += _table(part, [*singles, *_MAIN], result.level) + [""]
-        a = aiq_by.loc[page]
-        out += [
-            f"Best single model: {a['best_single']}. Frontier AIQ (mean frontier EM over "
-            f"{_fmt_cost(a['cost_lo'])}..{_fmt_cost(a['cost_hi'])}): {a['aiq_single']:.1f}; with "
-            f"the learned strategies' points added: {a['aiq_with_strategies']:.1f}.",
-            "",
-        ]
-        if page == pages[0]:
-            pairs = part[part["kind"] == "cascade-pair"].sort_values("d_frontier", ascending=False)
-            if not pairs.empty:
-                out += [
-                    f"Top {min(top_pairs, len(pairs))} of {len(pairs)} cascade pairs (each "
-                    "pair's word limit chosen on training folds; ranking the pairs by held-out "
-                    "Δ is exploratory, 'best cascade' above is the honest pick):",
-                    "",
-                ]
-                top = pairs["strategy"].head(top_pairs).tolist()
-                out += _table(part, top, result.level) + [""]
-    return "\n".join(out)
-
-
-def write_headroom(
-    single_paths: Sequence[str | Path],
-    md_path: str | Path,
-    csv_path: str | Path,
-    folds: int = 5,
-    seed: int = 0,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
-) -> HeadroomResult:
-    """Read the single-model parquets, compute the headroom, write markdown and csv atomically."""
-    from routerr1.io import atomic_path
-
-    if not single_paths:
-        raise ValueError("single_paths: no single-model result files (eval.baselines: single)")
-    rows = pd.concat([pd.read_parquet(p) for p in single_paths], ignore_index=True)
-    result = headroom(rows, folds=folds, seed=seed, n_resamples=n_resamples, level=level)
-    with atomic_path(csv_path) as tmp:
-        result.rows.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(render_headroom(result) + "\n", encoding="utf-8")
-    return result

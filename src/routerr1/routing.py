@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from routerr1.methods import ROUTING_FAMILIES
 from routerr1.metrics import exact_match, normalize_answer
 from routerr1.parse import ModelNameResolver, parse_search
 
 __all__ = [
     "ALL",
     "NO_CALL",
-    "ROUTER_FAMILIES",
     "behaviour",
     "calls_of",
     "example_rows",
@@ -45,9 +45,7 @@ __all__ = [
 
 ALL = "all"  # every question of the router pooled over benchmarks
 NO_CALL = "(no call)"
-# families whose rows come from a routing policy (derived baselines route without a trajectory)
-ROUTER_FAMILIES = ("router-r1", "router-r1-unseen", "prompt-router")
-_FAMILY_RANK = {f: i for i, f in enumerate(ROUTER_FAMILIES)}
+_FAMILY_RANK = {f: i for i, f in enumerate(ROUTING_FAMILIES)}
 _PAIR = re.compile(
     r"<search>((?:(?!<search>).)*?)</search>\s*<information>(.*?)</information>", re.DOTALL
 )
@@ -149,9 +147,9 @@ def behaviour(
     """One row per router and page (each benchmark, then "all"): first-call shares (columns
     ``first:<model>``), calls per question, and the second-call outcomes (counts)."""
     rows = _check(rows).reset_index(drop=True)
-    rows = rows[rows["family"].isin(ROUTER_FAMILIES)]
+    rows = rows[rows["family"].isin(ROUTING_FAMILIES)]
     if rows.empty:
-        raise ValueError(f"router rows: no rows of the families {list(ROUTER_FAMILIES)}")
+        raise ValueError(f"router rows: no rows of the families {list(ROUTING_FAMILIES)}")
     resolver = _resolver(pool_names, aliases)
     facts = _question_facts(rows, resolver)
     data = pd.concat([rows, facts], axis=1)

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from routerr1.report import AVERAGE, FAMILY_ORDER
+from routerr1.methods import AVERAGE, FAMILY_ORDER
 from routerr1.tracking import DEFAULT_TRACKING_URI, RUN_KEY_TAG
 
 METRICS = ("em", "f1", "cost", "pool_calls")

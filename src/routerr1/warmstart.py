@@ -94,7 +94,7 @@ def predicted_routing(
     """Route by the reward a router can *predict* from the question text, not the one it got.
 
     Per model, a ridge regression of its correctness on tf-idf words of the training questions
-    (``routerr1.headroom``'s pre-router) gives each question's leave-one-out predicted EM: what
+    (``routerr1.preroute``'s pre-router) gives each question's leave-one-out predicted EM: what
     a text-reading router could know without seeing that question's answers. Each answer's score
     is the reward it is expected to earn at ``alpha``: ``(1-alpha)·EM + alpha·cost_norm`` (times
     EM when the cost term is paid on correct answers only), with the model's mean normalized
@@ -102,7 +102,7 @@ def predicted_routing(
     model (a maths word problem to the model that reasons, a factoid to the cheap one), and are
     otherwise the single best model at that alpha, never the oracle's unpredictable picks.
     """
-    from routerr1.headroom import ridge_predictions, tfidf
+    from routerr1.preroute import ridge_predictions, tfidf
 
     missing = {"model", "question", "em", "cost"} - set(pool_answers.columns)
     if missing:

@@ -1,8 +1,9 @@
 # Baselines derived from the single-model answers (no new pool inference), and the trained
 # routers re-evaluated with the pool extended by pool_unseen (descriptors only, no retraining).
 from routerr1.config import extended_pool_config
+from routerr1.methods import BASELINES, derived_baselines
 
-SINGLE_OUTPUTS = expand("results/eval/single/{member}.parquet", member=sorted(POOL))
+SINGLE_OUTPUTS = expand(BASELINES["single"].output, member=sorted(POOL))
 if config["pool_unseen"]:
     extended_pool_config(config)  # unknown model keys or clashing names fail before any job
 
@@ -19,7 +20,7 @@ rule derive_baseline:
     output:
         "results/eval/baselines/{baseline}.parquet",
     wildcard_constraints:
-        baseline="oracle|largest|random",
+        baseline="|".join(derived_baselines()),
     log:
         "logs/evaluate/baseline_{baseline}.log",
     benchmark:

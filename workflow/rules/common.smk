@@ -1,4 +1,5 @@
 from routerr1.config import PER_ALPHA_ROUTING, alpha_label, seed_level, train_seeds
+from routerr1.methods import BASELINES, baseline_outputs
 from routerr1.workflow import conda_env, fetched_model_keys, slug
 
 POLICY_MODEL = config["policy"]["model"]
@@ -51,13 +52,7 @@ def model_dir(key):
 
 def eval_outputs():
     outs = router_evals()
-    if "single" in config["eval"]["baselines"]:
-        outs += expand("results/eval/single/{member}.parquet", member=sorted(POOL))
-    if "prompt_router" in config["eval"]["baselines"]:
-        outs.append("results/eval/prompt_router/untrained.parquet")
-    for name in ("oracle", "largest", "random", "knn"):
-        if name in config["eval"]["baselines"]:
-            outs.append(f"results/eval/baselines/{name}.parquet")
+    outs += baseline_outputs(config["eval"]["baselines"], list(POOL))
     if config["pool_unseen"]:
         outs += router_evals("router_unseen")
     return outs
@@ -66,8 +61,8 @@ def eval_outputs():
 def routing_inputs():
     """Evaluations whose rows come from a routing policy (the routing-behaviour report)."""
     outs = router_evals()
-    if "prompt_router" in config["eval"]["baselines"]:
-        outs.append("results/eval/prompt_router/untrained.parquet")
+    routing = [n for n in config["eval"]["baselines"] if BASELINES[n].routes]
+    outs += baseline_outputs(routing, list(POOL))
     if config["pool_unseen"]:
         outs += router_evals("router_unseen")
     return outs

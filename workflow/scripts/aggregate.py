@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from routerr1.report import aggregate
+from routerr1.report.aggregate import aggregate
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):

@@ -1,4 +1,4 @@
-from routerr1.headroom import write_headroom
+from routerr1.report.headroom import write_headroom
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):

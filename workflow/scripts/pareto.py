@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from routerr1.report import plot_pareto
+from routerr1.report.plot import plot_pareto
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
