@@ -75,3 +75,18 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # module importing this fixture reuses the conversion instead of redoing it.
     dest = tmp_path_factory.getbasetemp() / "models" / "smollm2-135m"
     return fetch_model(source_from_dict(SMOLLM2_SOURCE), dest)
+
+
+# the keys a config must have: one hub model as the pool and the policy
+MINIMAL_CONFIG = {
+    "models": {"m": {"source": {"kind": "hub", "repo_id": "org/m"}}},
+    "pool": [{"name": "M", "model": "m", "price_in": 0.1, "price_out": 0.2}],
+    "policy": {"model": "m"},
+}
+
+
+def run_config(**sections):
+    """The typed config the stages take, from the minimal config with ``sections`` over it."""
+    from routerr1.config import RunConfig, validate_config
+
+    return RunConfig.from_dict(validate_config({**MINIMAL_CONFIG, **sections}))

@@ -10,10 +10,10 @@ import huggingface_hub.constants
 import pandas as pd
 import pytest
 
+from routerr1.config import SamplingConfig
 from routerr1.data import (
     MissingBenchmarkError,
     QARecord,
-    SamplingConfig,
     allocate,
     available_splits,
     build_splits,

@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 
-from routerr1 import stages
 from routerr1.prompt import descriptor_from_mapping, render_router_prompt
+from routerr1.stages import pool as stages
 
 PROFILE = pd.DataFrame(
     [

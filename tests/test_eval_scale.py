@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_config
 
-from routerr1 import stages
 from routerr1.config import ConfigError, EvalConfig, PoolEntry, RolloutConfig, eval_config
 from routerr1.config import load_config as load_cfg
 from routerr1.data import (
@@ -40,6 +40,8 @@ from routerr1.pool.base import Generation, Pool
 from routerr1.prompt import Descriptor
 from routerr1.report.aggregate import aggregate
 from routerr1.report.markdown import render_markdown
+from routerr1.stages import baselines as baseline_stages
+from routerr1.stages import data as data_stages
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -141,16 +143,16 @@ def test_download_stage_writes_manifest(mirror, tmp_path) -> None:
         },
     }
     outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "eval", "profile")]
-    first = stages.download_data(cfg, *outs)
+    first = data_stages.download_data(run_config(**cfg), *outs)
     assert set(pd.read_parquet(outs[1])["benchmark"]) == {"nq", "bamboogle"}
     # the manifest stage redoes the seeded sampling and agrees with the eval set on disk
-    manifest = stages.eval_manifest(cfg, outs[1], str(tmp_path / "m.json"))
+    manifest = data_stages.eval_manifest(run_config(**cfg), outs[1], str(tmp_path / "m.json"))
     assert manifest == first == json.loads((tmp_path / "m.json").read_text())
     assert manifest["source"] == str(mirror)
     assert [m["status"] for m in manifest["benchmarks"]] == ["ok", "skipped", "ok"]
     cfg["data"]["n_eval"] = 2  # a stale eval set is refused, not described wrongly
     with pytest.raises(ValueError, match="rerun download_data"):
-        stages.eval_manifest(cfg, outs[1], str(tmp_path / "m2.json"))
+        data_stages.eval_manifest(run_config(**cfg), outs[1], str(tmp_path / "m2.json"))
 
 
 def _rec(i: int, bench: str = "bamboogle") -> QARecord:
@@ -456,12 +458,16 @@ def test_knn_stage_learns_from_training_pool_answers(tmp_path, monkeypatch) -> N
             {"name": "Small", "model": "s", "price_in": 0.1, "price_out": 0.2},
             {"name": "Big", "model": "b", "price_in": 1.0, "price_out": 2.0},
         ],
-        "models": {"s": {"source": {}}, "b": {"source": {}}},
+        "models": {
+            "s": {"source": {"kind": "hub", "repo_id": "org/s"}},
+            "b": {"source": {"kind": "hub", "repo_id": "org/b"}},
+        },
+        "policy": {"model": "s"},
     }
     singles = [str(tmp_path / f"{m}.parquet") for m in ("Small", "Big")]
     out = tmp_path / "knn.parquet"
-    rows = stages.knn_baseline(
-        cfg,
+    rows = baseline_stages.knn_baseline(
+        run_config(**cfg),
         singles,
         [str(tmp_path / "pool_answers.parquet"), str(tmp_path / "profile_calls.parquet")],
         "unused",

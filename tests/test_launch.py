@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 import subprocess
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from routerr1 import launch, precision, stages
-from routerr1.config import validate_config
+from routerr1 import launch, precision
+from routerr1.config import LaunchConfig, RunConfig, launch_config, validate_config
 from routerr1.launch import (
-    LaunchConfig,
     TrainJob,
     accelerate_command,
-    launch_config,
     num_processes,
     run_train_job,
     run_worker,
 )
 from routerr1.precision import Hardware
+from routerr1.stages import train as train_stage
 from routerr1.train import batch_geometry, fsdp_generation_copy, generation_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_shipped_accelerate_configs_load(name):
 
 def test_in_process_calls_the_stage_directly(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(stages, "train", lambda cfg, **kw: calls.append(kw) or {"ok": 1})
+    monkeypatch.setattr(train_stage, "train", lambda run, **kw: calls.append(kw) or {"ok": 1})
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("no subprocess"))
     assert run_train_job(minimal_config(), job(tmp_path), gpus=1) == {"ok": 1}
     assert calls == [{**job(tmp_path).__dict__}]
@@ -148,7 +148,7 @@ def test_accelerate_launch_writes_the_job_and_runs_it(tmp_path, monkeypatch):
     job_file = Path(cmd[-1])
     assert job_file == Path(the_job.checkpoints) / launch.JOB_FILE  # beside the checkpoints
     payload = json.loads(job_file.read_text())
-    assert payload["job"] == the_job.__dict__ and payload["config"]["launch"] == cfg["launch"]
+    assert TrainJob(**payload["job"]) == the_job and payload["config"]["launch"] == cfg["launch"]
 
 
 def test_failed_launch_raises(tmp_path, monkeypatch):
@@ -163,14 +163,15 @@ def test_worker_tracks_on_rank_zero_only(tmp_path, monkeypatch, rank, tracked):
     cfg = minimal_config()
     job_file = launch.write_job(cfg, job(tmp_path))
     calls = []
-    monkeypatch.setattr(stages, "train", lambda c, **kw: calls.append((c, kw)) or {})
+    monkeypatch.setattr(train_stage, "train", lambda r, **kw: calls.append((r, kw)) or {})
     if rank is None:
         monkeypatch.delenv("RANK", raising=False)
     else:
         monkeypatch.setenv("RANK", rank)
     run_worker(job_file)
     ((got_cfg, kw),) = calls
-    assert got_cfg == json.loads(json.dumps(cfg)) and kw.pop("track") is tracked
+    assert isinstance(got_cfg, RunConfig) and kw.pop("track") is tracked
+    assert got_cfg.raw == json.loads(json.dumps(cfg))
     assert kw == job(tmp_path).__dict__
 
 
@@ -248,7 +249,7 @@ def test_two_processes_through_accelerate_launch_and_resume(tmp_path, monkeypatc
     from routerr1.data import QARecord, records_to_frame
     from routerr1.io import write_json_atomic, write_parquet_atomic
 
-    monkeypatch.chdir(tmp_path)  # stages read resources/models and write results/ from here
+    monkeypatch.chdir(tmp_path)  # the stage writes results/ from here
     (tmp_path / "resources" / "models").mkdir(parents=True)
     (tmp_path / "resources" / "models" / "smollm2-135m").symlink_to(smollm2_dir)
     (tmp_path / "ddp_cpu.yaml").write_text(DDP_CPU)
@@ -289,6 +290,7 @@ def test_two_processes_through_accelerate_launch_and_resume(tmp_path, monkeypatc
     the_job = TrainJob(
         0.5, "train.parquet", "descriptors.json", "resources/models/smollm2-135m", "ckpt", "model"
     )
+    the_job = replace(the_job, models=("resources/models/smollm2-135m",))
     env_keep = {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     for k, v in env_keep.items():
         monkeypatch.setenv(k, v)

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from routerr1.config import load_config, pool_entries, train_config
-from routerr1.launch import launch_config
+from routerr1.config import launch_config, load_config, pool_entries, train_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"

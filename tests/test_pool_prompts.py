@@ -249,12 +249,12 @@ def test_two_entries_of_one_model_share_weights_but_not_prompts(
 def test_pool_hash_tells_prompts_apart_and_keeps_older_hashes() -> None:
     import yaml
 
-    from routerr1.config import validate_config
-    from routerr1.stages import pool_hash
+    from routerr1.config import pool_entries, validate_config
+    from routerr1.stages.common import pool_hash
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
     # the default pool's hash before prompts were configurable: older MLflow runs still group
     before = "b1d0b65a09f978573e26eabced8d80bcd06cb368362dc877a74220a94ca8e7d2"
-    assert pool_hash(validate_config(raw)) == before
+    assert pool_hash(pool_entries(validate_config(raw))) == before
     raw["pool"][3]["prompt"] = "reason"
-    assert pool_hash(validate_config(raw)) != before
+    assert pool_hash(pool_entries(validate_config(raw))) != before

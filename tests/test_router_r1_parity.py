@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_config
 from test_grpo_env_mask import byte_tokenizer
 
-from routerr1 import stages
 from routerr1.config import (
     ConfigError,
     PoolEntry,
@@ -28,6 +28,7 @@ from routerr1.parse import ModelNameResolver, check_format, parse_search
 from routerr1.pool.base import Generation, Pool
 from routerr1.reward import CostNormalizer
 from routerr1.rollout import RolloutEngine, Trajectory
+from routerr1.stages import data as data_stages
 from routerr1.train import RouterReward, optimizer_args, reward_cost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def test_download_data_question_mark(tiny_mirror, tmp_path, question_mark):
         },
     }
     outs = [str(tmp_path / f"{n}.parquet") for n in ("train", "eval", "profile")]
-    stages.download_data(cfg, *outs)
+    data_stages.download_data(run_config(**cfg), *outs)
     questions = [q for path in outs for q in pd.read_parquet(path)["question"]]
     assert len(questions) == 9
     # the mirror's questions have no '?'

@@ -14,9 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from routerr1 import launch, stages
-from routerr1.config import ConfigError, seed_level, train_seeds, validate_config
+from routerr1 import launch
+from routerr1.config import ConfigError, RunConfig, seed_level, train_seeds, validate_config
 from routerr1.launch import TrainJob, run_worker
+from routerr1.stages import common as common_stage
+from routerr1.stages import evaluate as eval_stage
+from routerr1.stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -65,21 +68,21 @@ def test_train_stage_trains_with_the_seed_and_keys_its_run(monkeypatch):
     monkeypatch.setattr(routerr1.tracking, "tracked_run", lambda *a: _fake_run(seen, *a))
     monkeypatch.setattr(routerr1.tracking, "log_json_artifact", lambda *a, **k: None)
     monkeypatch.setattr(routerr1.data, "read_records", lambda path: [])
-    monkeypatch.setattr(stages, "_pool", lambda cfg, root: nullcontext(None))
-    monkeypatch.setattr(stages, "load_descriptors", lambda path: [])
+    monkeypatch.setattr(train_stage, "open_pool", lambda run, models: nullcontext(None))
+    monkeypatch.setattr(train_stage, "load_descriptors", lambda path: [])
     params: dict = {}
     monkeypatch.setattr(
-        stages, "mlflow", SimpleNamespace(log_params=params.update, log_metrics=lambda m: None)
+        train_stage, "mlflow", SimpleNamespace(log_params=params.update, log_metrics=lambda m: None)
     )
     monkeypatch.setattr(
         routerr1.train, "train_router", lambda **kw: seen.update(kw) or {"history": []}
     )
-    cfg = config(seeds=[3, 7])
+    run = RunConfig.from_dict(config(seeds=[3, 7]))
     paths = dict(train_in="t", descriptors_in="d", policy_dir="p", checkpoints="c", model_out="m")
-    stages.train(cfg, 0.5, **paths, seed=7)
+    train_stage.train(run, 0.5, **paths, models=[], seed=7)
     assert seen["seed"] == 7 and seen["key"] == "train/alpha~0.5/seed~7"
     assert seen["tags"]["seed"] == "7" and params["seed"] == 7
-    stages.train(cfg, 0.5, **paths)  # the top-level seed: the one-seed key
+    train_stage.train(run, 0.5, **paths, models=[])  # the top-level seed: the one-seed key
     assert seen["seed"] == 3 and seen["key"] == "train/alpha~0.5"
 
 
@@ -97,15 +100,16 @@ def test_evaluation_of_another_seed_adds_a_seed_column_and_its_own_run(monkeypat
     monkeypatch.setattr(routerr1.tracking, "tracked_run", lambda *a: _fake_run(seen, *a))
     monkeypatch.setattr(routerr1.tracking, "log_json_artifact", lambda *a, **k: None)
     monkeypatch.setattr(routerr1.data, "read_records", lambda path: [])
-    monkeypatch.setattr(stages, "_pool", lambda cfg, root: nullcontext(None))
-    monkeypatch.setattr(stages, "load_descriptors", lambda path: [])
-    monkeypatch.setattr(stages, "_loadable", lambda folder: folder)
-    monkeypatch.setattr(stages, "_log_eval", lambda rows: None)
-    monkeypatch.setattr(stages, "mlflow", SimpleNamespace(log_params=lambda p: None))
+    monkeypatch.setattr(eval_stage, "open_pool", lambda run, models: nullcontext(None))
+    monkeypatch.setattr(eval_stage, "load_descriptors", lambda path: [])
+    monkeypatch.setattr(eval_stage, "loadable", lambda folder: folder)
+    monkeypatch.setattr(common_stage, "log_eval", lambda rows: None)
+    monkeypatch.setattr(eval_stage, "mlflow", SimpleNamespace(log_params=lambda p: None))
     out = tmp_path / "alpha~0.5" / "seed~7.parquet"
     kw = dict(eval_in="e", descriptors_in="d", policy_dir="p", method="router-r1@a0.5")
-    got = stages.evaluate_router(
-        config(seeds=[3, 7]), **kw, out=str(out), family="router-r1", alpha=0.5, seed=7
+    run = RunConfig.from_dict(config(seeds=[3, 7]))
+    got = eval_stage.evaluate_router(
+        run, **kw, out=str(out), family="router-r1", alpha=0.5, models=[], seed=7
     )
     assert got["seed"].tolist() == [7] and pd.read_parquet(out)["seed"].tolist() == [7]
     assert seen["key"] == "eval/router-r1@a0.5/seed~7" and seen["tags"]["seed"] == "7"
@@ -115,7 +119,7 @@ def test_job_file_carries_the_seed_and_older_files_mean_the_top_level_seed(tmp_p
     cfg = config(seeds=[3, 7])
     job = TrainJob(0.5, "t", "d", "p", str(tmp_path / "ckpt"), str(tmp_path / "model"), seed=7)
     calls = []
-    monkeypatch.setattr(stages, "train", lambda c, **kw: calls.append(kw) or {})
+    monkeypatch.setattr(train_stage, "train", lambda c, **kw: calls.append(kw) or {})
     run_worker(launch.write_job(cfg, job))
     assert calls[-1]["seed"] == 7
     older = json.loads((tmp_path / "ckpt" / launch.JOB_FILE).read_text())

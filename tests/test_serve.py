@@ -398,10 +398,10 @@ def test_models_lists_each_router_with_alpha_run_policy_and_pool(server: Server)
 def test_served_answer_and_cost_equal_the_evaluation_path(
     server: Server, workspace: Path, monkeypatch, one_thread
 ) -> None:
-    from routerr1.config import load_config, rollout_config
+    from routerr1.config import RunConfig, load_config, rollout_config
     from routerr1.data import QARecord
     from routerr1.evaluate import evaluate_router
-    from routerr1.stages import _pool, load_descriptors
+    from routerr1.stages.common import fetched_models, load_descriptors, open_pool
     from routerr1.train import load_policy
 
     question = QUESTIONS[0]
@@ -421,7 +421,8 @@ def test_served_answer_and_cost_equal_the_evaluation_path(
     monkeypatch.chdir(workspace)
     cfg = load_config("config.yaml")
     model, tok = load_policy(workspace / "results/train/alpha~0.0/model", "float32")
-    with _pool(cfg, workspace / "resources" / "models") as pool:
+    models = fetched_models(workspace / "resources" / "models", cfg)
+    with open_pool(RunConfig.from_dict(cfg), models) as pool:
         rows = evaluate_router(
             model=model,
             tokenizer=tok,

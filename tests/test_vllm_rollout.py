@@ -12,16 +12,14 @@ import types
 
 import pytest
 
-from routerr1.config import PoolEntry, RolloutConfig, validate_config
+from routerr1.config import PoolEntry, RolloutConfig, VllmConfig, validate_config, vllm_config
 from routerr1.rollout import STOP_STRINGS, RolloutEngine
 from routerr1.train import make_rollout_func
 from routerr1.vllm_rollout import (
-    VllmConfig,
     VllmRolloutEngine,
     check_runtime,
     grpo_vllm_kwargs,
     sampling_settings,
-    vllm_config,
 )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from huggingface_hub import snapshot_download
 
+from routerr1.config import SamplingConfig, check_benchmark_name
 from routerr1.io import write_parquet_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,6 @@ class QARecord:
 # --------------------------------------------------------------------------- locating data
 
 
-def _check_benchmark_name(benchmark: str) -> None:
-    # The name becomes a path component and a hub glob, so keep it to one plain segment.
-    if (
-        not isinstance(benchmark, str)
-        or not benchmark.strip()
-        or benchmark in (".", "..")
-        or any(c in benchmark for c in "/\\*?[]")
-    ):
-        raise ValueError(f"benchmark must be a plain folder name, got {benchmark!r}")
-
-
 def resolve_benchmark_dir(
     benchmark: str,
     mirror: Path | None,
@@ -108,7 +98,7 @@ def resolve_benchmark_dir(
     cache). Raises FileNotFoundError if the mirror is missing, MissingBenchmarkError if the
     benchmark is not in the source.
     """
-    _check_benchmark_name(benchmark)
+    check_benchmark_name(benchmark)
     if mirror is not None:
         mirror = Path(mirror)
         if not mirror.is_dir():
@@ -261,49 +251,6 @@ def normalize_question(q: str) -> str:
 
 def _is_trimmable(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch).startswith("P")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """What to sample. ``n_eval`` is per eval benchmark; ``n_train`` and ``n_profile`` are totals
-    split as evenly as possible over their benchmarks. Profile benchmarks default to train's."""
-
-    train_benchmarks: tuple[str, ...]
-    eval_benchmarks: tuple[str, ...]
-    n_train: int
-    n_eval: int
-    n_profile: int
-    seed: int
-    profile_benchmarks: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        # Configs arrive from YAML as lists; store tuples so the config stays hashable.
-        for name in ("train_benchmarks", "eval_benchmarks", "profile_benchmarks"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, str) or not isinstance(value, Sequence):
-                raise ValueError(f"{name} must be a list of benchmark names, got {value!r}")
-            value = tuple(value)
-            for bench in value:
-                _check_benchmark_name(bench)
-            if len(set(value)) != len(value):
-                raise ValueError(f"{name} has duplicate benchmarks: {list(value)}")
-            object.__setattr__(self, name, value)
-        for name in ("n_train", "n_eval", "n_profile", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.n_train > 0 and not self.train_benchmarks:
-            raise ValueError("train_benchmarks is empty but n_train > 0")
-        if self.n_profile > 0 and not self.resolved_profile_benchmarks:
-            raise ValueError("profile_benchmarks is empty but n_profile > 0")
-
-    @property
-    def resolved_profile_benchmarks(self) -> tuple[str, ...]:
-        if self.profile_benchmarks is None:
-            return self.train_benchmarks
-        return self.profile_benchmarks
 
 
 class _Loader:

@@ -2,7 +2,7 @@
 
 The train rule stays thin: its script hands the job's paths and its ``gpu`` resource to
 :func:`run_train_job`. With ``launch.launcher: inprocess`` (the default) that calls
-:func:`routerr1.stages.train` in the job's own process, on one device. With ``accelerate`` it
+:func:`routerr1.stages.train.train` in the job's own process, on one device. With ``accelerate`` it
 writes the job to ``launch_job.json`` in the checkpoint folder and runs
 
     python -m accelerate.commands.launch --config_file <launch.accelerate_config>
@@ -27,31 +27,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from routerr1.config import LaunchConfig, RunConfig
 from routerr1.io import write_json_atomic
 from routerr1.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
-LAUNCHERS = ("inprocess", "accelerate")
 JOB_FILE = "launch_job.json"
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """The ``launch`` section of the config."""
-
-    launcher: str = "inprocess"
-    accelerate_config: str | None = None
-    main_process_port: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"launch.launcher: {self.launcher!r} is not one of {list(LAUNCHERS)}")
-        if self.launcher == "accelerate" and not self.accelerate_config:
-            raise ValueError("launch.accelerate_config: required with launch.launcher 'accelerate'")
-        port = self.main_process_port
-        if port is not None and not 1 <= port <= 65535:
-            raise ValueError(f"launch.main_process_port: {port!r} is not a TCP port")
 
 
 @dataclass(frozen=True)
@@ -65,10 +47,10 @@ class TrainJob:
     checkpoints: str
     model_out: str
     seed: int | None = None  # None: the top-level seed (train.seeds)
+    models: tuple[str, ...] = ()  # the fetched model folders the pool loads (input.models)
 
-
-def launch_config(cfg: Mapping[str, Any]) -> LaunchConfig:
-    return LaunchConfig(**(cfg.get("launch") or {}))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(str(m) for m in self.models))  # JSON: a list
 
 
 def num_processes(gpus: int | None, visible_gpus: int) -> int:
@@ -168,10 +150,10 @@ def run_train_job(
     extra_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one router as ``cfg['launch']`` says; returns the training summary."""
-    from routerr1 import stages
-    from routerr1.config import train_config
+    from routerr1.stages import train as train_stage
 
-    launch = launch_config(cfg)
+    run = RunConfig.from_dict(cfg)
+    launch = run.launch
     if launch.launcher == "inprocess":
         if gpus and gpus > 1:
             log.warning(
@@ -179,13 +161,13 @@ def run_train_job(
                 "set launch.launcher: accelerate to use them all",
                 gpus,
             )
-        return stages.train(cfg, **asdict(job))
+        return train_stage.train(run, **asdict(job))
     job_file = write_job(cfg, job)
     cmd = accelerate_command(
         launch,
         num_processes(gpus, _visible_gpus()),
         job_file,
-        bf16=resolve_precision(train_config(cfg).precision).value == "bf16",
+        bf16=resolve_precision(run.train.precision).value == "bf16",
         port=launch.main_process_port or free_port(),
         extra_args=extra_args,
     )
@@ -205,11 +187,12 @@ def is_main_process() -> bool:
 
 def run_worker(job_file: str | Path) -> dict[str, Any]:
     """What each launched process runs: the same training, tracked in MLflow on rank 0 only."""
-    from routerr1 import stages
+    from routerr1.stages import train as train_stage
 
     payload = json.loads(Path(job_file).read_text())
     job = TrainJob(**payload["job"])
-    return stages.train(payload["config"], **asdict(job), track=is_main_process())
+    run = RunConfig.from_dict(payload["config"])
+    return train_stage.train(run, **asdict(job), track=is_main_process())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -304,12 +304,12 @@ def load_service(
     models_root: str | Path,
     **options: Any,
 ) -> RouterService:
-    """Load routers and build the pool as evaluation does (``routerr1.stages``); start every
+    """Load routers and build the pool as evaluation does (``routerr1.stages.common``); start every
     pool backend now, so a missing model or a ``serve: vllm`` server that cannot start stops
     the server at startup rather than failing its first requests."""
-    from routerr1.config import eval_config, rollout_config
+    from routerr1.config import RunConfig
     from routerr1.rollout import RolloutEngine
-    from routerr1.stages import _loadable, _pool, load_descriptors
+    from routerr1.stages.common import fetched_models, load_descriptors, loadable, open_pool
     from routerr1.train import load_policy
 
     if not routers:
@@ -327,9 +327,9 @@ def load_service(
             f"--descriptors: {str(descriptors_path)!r} not found (made by the describe_pool rule)"
         )
     descriptors = load_descriptors(descriptors_path)
-    rollout_cfg = rollout_config(cfg)
-    batch_size = eval_config(cfg).batch_size
-    pool = _pool(cfg, Path(models_root))
+    run = RunConfig.from_dict(cfg)
+    rollout_cfg, batch_size = run.rollout, run.eval.batch_size
+    pool = open_pool(run, fetched_models(models_root, cfg))
     try:
         described = {d.name for d in descriptors}
         if described != set(pool.names):
@@ -344,7 +344,7 @@ def load_service(
         loaded = {}
         for r in routers:
             log.info("serve: loading %s from %s", r.name, r.path)
-            model, tok = load_policy(_loadable(r.path), cfg["policy"]["dtype"])
+            model, tok = load_policy(loadable(r.path), cfg["policy"]["dtype"])
             engine = RolloutEngine(tok, pool, rollout_cfg, batch_size=batch_size)
             loaded[r.name] = LoadedRouter(r, model, tok, engine)
         policy = {"model": cfg["policy"]["model"], "dtype": cfg["policy"]["dtype"]}

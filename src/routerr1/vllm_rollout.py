@@ -16,38 +16,10 @@ server mode from a single training process (TRL's client lives on rank 0 only).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from routerr1.config import VllmConfig
 from routerr1.rollout import STOP_STRINGS, RolloutEngine, _strip_generated
-
-MODES = ("colocate", "server")
-
-
-@dataclass(frozen=True)
-class VllmConfig:
-    """The ``vllm`` section of the config."""
-
-    enabled: bool = False
-    mode: str = "colocate"
-    gpu_memory_utilization: float = 0.3
-    server_base_url: str | None = None
-    enable_sleep_mode: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"vllm.mode: {self.mode!r} is not one of {list(MODES)}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(
-                f"vllm.gpu_memory_utilization: {self.gpu_memory_utilization!r} is not in (0, 1]"
-            )
-        if self.enabled and self.mode == "server" and not self.server_base_url:
-            raise ValueError("vllm.server_base_url: required with vllm.mode 'server'")
-
-
-def vllm_config(cfg: Mapping[str, Any]) -> VllmConfig:
-    return VllmConfig(**(cfg.get("vllm") or {}))
 
 
 def check_runtime(vcfg: VllmConfig, processes: int, cuda: bool, vllm_installed: bool) -> None:

@@ -1,8 +1,8 @@
-from routerr1 import stages
+from routerr1.stages import pool
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.describe(
+    pool.describe(
         snakemake.input.profile,
         snakemake.output[0],
         snakemake.params.compressed,

@@ -1,8 +1,8 @@
-from routerr1 import stages
+from routerr1.stages import baselines
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.describe_unseen(
+    baselines.describe_unseen(
         snakemake.input.pool,
         snakemake.input.unseen,
         snakemake.output[0],

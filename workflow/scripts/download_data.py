@@ -1,7 +1,11 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import data
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.download_data(
-        snakemake.config, snakemake.output.train, snakemake.output.eval, snakemake.output.profile
+    data.download_data(
+        RunConfig.from_dict(snakemake.config),
+        snakemake.output.train,
+        snakemake.output.eval,
+        snakemake.output.profile,
     )

@@ -1,5 +1,8 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import data
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.eval_manifest(snakemake.config, snakemake.input.eval, snakemake.output[0])
+    data.eval_manifest(
+        RunConfig.from_dict(snakemake.config), snakemake.input.eval, snakemake.output[0]
+    )

@@ -1,10 +1,11 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import evaluate
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
     alpha = snakemake.wildcards.get("alpha")
-    stages.evaluate_router(
-        snakemake.config,
+    evaluate.evaluate_router(
+        RunConfig.from_dict(snakemake.config),
         eval_in=snakemake.input.eval,
         descriptors_in=snakemake.input.descriptors,
         policy_dir=snakemake.input.policy,
@@ -12,4 +13,5 @@ with snakemake_job(snakemake):
         method=snakemake.params.method,
         family=snakemake.params.family,
         alpha=None if alpha is None else float(alpha),
+        models=list(snakemake.input.models),
     )

@@ -1,8 +1,10 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import baselines, evaluate
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
     # a router of another training seed, on the training pool or with pool_unseen added
+    run = RunConfig.from_dict(snakemake.config)
     job = dict(
         eval_in=snakemake.input.eval,
         descriptors_in=snakemake.input.descriptors,
@@ -10,9 +12,10 @@ with snakemake_job(snakemake):
         out=snakemake.output[0],
         method=snakemake.params.method,
         alpha=float(snakemake.wildcards.alpha),
+        models=list(snakemake.input.models),
         seed=int(snakemake.wildcards.seed),
     )
     if snakemake.params.unseen:
-        stages.evaluate_router_unseen(snakemake.config, **job)
+        baselines.evaluate_router_unseen(run, **job)
     else:
-        stages.evaluate_router(snakemake.config, family=snakemake.params.family, **job)
+        evaluate.evaluate_router(run, family=snakemake.params.family, **job)

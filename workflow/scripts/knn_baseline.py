@@ -1,9 +1,10 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import baselines
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.knn_baseline(
-        snakemake.config,
+    baselines.knn_baseline(
+        RunConfig.from_dict(snakemake.config),
         list(snakemake.input.single),
         list(snakemake.input.calls),
         snakemake.input.embedder,

@@ -1,5 +1,11 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import train
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.pool_answers(snakemake.config, snakemake.input.train, snakemake.output[0])
+    train.pool_answers(
+        RunConfig.from_dict(snakemake.config),
+        snakemake.input.train,
+        snakemake.output[0],
+        models=list(snakemake.input.models),
+    )

@@ -1,7 +1,12 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import baselines
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.profile_unseen(
-        snakemake.config, snakemake.input.profile, snakemake.output.profile, snakemake.output.calls
+    baselines.profile_unseen(
+        RunConfig.from_dict(snakemake.config),
+        snakemake.input.profile,
+        snakemake.output.profile,
+        snakemake.output.calls,
+        models=list(snakemake.input.models),
     )

@@ -12,6 +12,7 @@ with snakemake_job(snakemake):
             policy_dir=snakemake.input.policy,
             checkpoints=snakemake.params.checkpoints,
             model_out=snakemake.output[0],
+            models=tuple(snakemake.input.models),
             seed=int(snakemake.wildcards.seed),
         ),
         gpus=int(getattr(snakemake.resources, "gpu", 0) or 0),

@@ -1,9 +1,10 @@
-from routerr1 import stages
+from routerr1.config import RunConfig
+from routerr1.stages import train
 from routerr1.workflow import snakemake_job
 
 with snakemake_job(snakemake):
-    stages.warmstart(
-        snakemake.config,
+    train.warmstart(
+        RunConfig.from_dict(snakemake.config),
         train_in=snakemake.input.train,
         answers_in=snakemake.input.answers,
         descriptors_in=snakemake.input.descriptors,
@@ -11,5 +12,6 @@ with snakemake_job(snakemake):
         policy_dir=snakemake.input.policy,
         model_out=snakemake.output.model,
         report_out=snakemake.output.report,
+        models=list(snakemake.input.models),
         alpha=snakemake.params.alpha,
     )
