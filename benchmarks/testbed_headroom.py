@@ -31,9 +31,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from routerr1 import stages
 from routerr1.baselines import oracle_rows, routed_model
-from routerr1.config import pool_entries, validate_config
+from routerr1.config import RunConfig, pool_entries, validate_config
+from routerr1.stages.common import fetched_models
+from routerr1.stages.data import download_data
+from routerr1.stages.evaluate import evaluate_single
 from routerr1.workflow import slug
 
 
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-mirror", default=None)
     ap.add_argument("--n-eval", type=int, default=48, help="questions per eval benchmark")
     ap.add_argument("--models", nargs="*", default=None, help="pool names (default: all)")
+    ap.add_argument("--models-root", default="resources/models", help="fetched model folders")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--out", default="results/testbed")
     args = ap.parse_args(argv)
@@ -135,14 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_merged(args.configfile, overrides)
     out = Path(args.out)
     data = {k: str(out / "data" / f"{k}.parquet") for k in ("train", "eval", "profile")}
-    stages.download_data(cfg, data["train"], data["eval"], data["profile"])
+    run = RunConfig.from_dict(cfg)
+    models = fetched_models(args.models_root, cfg)
+    download_data(run, data["train"], data["eval"], data["profile"])
 
     names = args.models or [e.name for e in pool_entries(cfg)]
     timing = {}
     for name in names:
         t0 = time.perf_counter()
-        stages.evaluate_single(
-            cfg, data["eval"], name, str(out / "single" / f"{slug(name)}.parquet")
+        evaluate_single(
+            run, data["eval"], name, str(out / "single" / f"{slug(name)}.parquet"), models
         )
         timing[name] = time.perf_counter() - t0
         logging.info("%s: %.0f s", name, timing[name])

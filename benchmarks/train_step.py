@@ -123,7 +123,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     from routerr1.data import read_records
     from routerr1.pool.base import local_pool
     from routerr1.precision import resolve_precision
-    from routerr1.stages import load_descriptors
+    from routerr1.stages.common import load_descriptors
     from routerr1.train import train_router
 
     torch.set_num_threads(args.threads)
