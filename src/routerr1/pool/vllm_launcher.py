@@ -241,10 +241,6 @@ class VllmServer:
     def health_url(self) -> str | None:
         return None if self.port is None else f"http://{HOST}:{self.port}/health"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def args(self, port: int) -> list[str]:
         return serve_args(self.model, self.served_name, port, self.options, self.chat_template)
 
