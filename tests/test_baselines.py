@@ -428,3 +428,12 @@ def test_schema_accepts_every_baseline_and_pool_unseen():
     with pytest.raises(ConfigError, match="eval.baselines"):
         validate_config({**cfg, "eval": {"baselines": ["nope"]}})
     assert json.dumps(spec)  # plain data, usable as a Snakemake param
+
+
+def test_every_derived_baseline_of_the_registry_has_its_function():
+    from routerr1.methods import derived_baselines
+    from routerr1.stages.baselines import DERIVED, derived_baseline
+
+    assert set(DERIVED) == set(derived_baselines())
+    with pytest.raises(ValueError, match=re.escape("expected oracle|largest|random")):
+        derived_baseline(None, "knn", [], "unused.parquet")  # a registry name, not derived

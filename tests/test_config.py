@@ -139,5 +139,7 @@ def test_a_built_wheel_carries_the_schema(tmp_path):
         cwd=tmp_path,
     )
     (wheel,) = tmp_path.glob("routerr1-*.whl")
-    packaged = zipfile.ZipFile(wheel).read("routerr1/config.schema.yaml").decode()
+    archive = zipfile.ZipFile(wheel)
+    assert {"routerr1/config/__init__.py", "routerr1/config/schema.py"} <= set(archive.namelist())
+    packaged = archive.read("routerr1/config.schema.yaml").decode()
     assert packaged == (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()

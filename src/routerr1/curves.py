@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from routerr1.io import atomic_path
-from routerr1.tracking import DEFAULT_TRACKING_URI, RUN_KEY_TAG
+from routerr1.tracking import RUN_KEY_TAG, add_store_arguments, missing_store
 
 # (metric key, panel title): what the evaluation issue asks to see per step
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
@@ -244,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="routerr1 curves",
         description="Plot the GRPO learning curves (reward, EM, calls per step) from MLflow.",
     )
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
-    parser.add_argument("--experiment", default="routerr1", help="experiment name")
+    add_store_arguments(parser)
     parser.add_argument("--out", default="results/learning_curves.pdf", help="PDF to write")
     parser.add_argument("--csv", default="results/learning_curves.csv", help="CSV to write")
     parser.add_argument("--window", type=int, default=5, help="moving-average steps")
@@ -253,11 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "--gain", default=None, help="also write the first-vs-last-steps reward table here (.md)"
     )
     args = parser.parse_args(argv)
-    if args.tracking_uri.startswith("sqlite:///"):
-        db = Path(args.tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():  # MLflow would silently create an empty store
-            print(f"--tracking-uri: no MLflow database at {db}", file=sys.stderr)
-            return 2
+    if error := missing_store(args.tracking_uri):
+        print(error, file=sys.stderr)
+        return 2
     try:
         curves = write_curves(
             args.tracking_uri, args.out, args.csv, args.experiment, args.window, args.gain

@@ -43,7 +43,6 @@ SPLIT_SUFFIXES = (".jsonl", ".parquet")
 _KNOWN_SPLITS = ("train", "dev", "test")
 EVAL_SPLIT_PREFERENCE = ("test", "dev", "train")
 FRAME_COLUMNS = ("id", "question", "golden_answers", "benchmark", "split")
-ROLES = ("eval", "train", "profile")
 # The paper's evaluation benchmarks and the FlashRAG split each is scored on. A benchmark not
 # listed here falls back on EVAL_SPLIT_PREFERENCE.
 PAPER_EVAL_SPLITS: dict[str, str] = {

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shlex
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import IO, Any
 
 from routerr1.config import LaunchConfig, RunConfig
 from routerr1.io import write_json_atomic
+from routerr1.pool.vllm_launcher import free_port
 from routerr1.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,6 @@ def num_processes(gpus: int | None, visible_gpus: int) -> int:
         "resources.gpu: launch.launcher 'accelerate' needs GPUs, but the job asks for none and "
         "torch sees none; give train_router a gpu resource (profiles/slurm) or use 'inprocess'"
     )
-
-
-def free_port() -> int:
-    """A TCP port free right now, so several training jobs can share a node."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accelerate_command(

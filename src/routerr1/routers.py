@@ -91,14 +91,11 @@ def _run_id_from_mlflow(
     cfg: Mapping[str, Any], alpha: float, results_dir: str | Path
 ) -> str | None:
     """The latest training run for this alpha in the MLflow store, when there is one."""
-    from routerr1.tracking import RUN_KEY_TAG
+    from routerr1.tracking import RUN_KEY_TAG, tracking_uri
 
-    uri = (cfg.get("mlflow") or {}).get("tracking_uri")
-    if not uri:
-        db = Path(results_dir) / "mlflow.db"
-        if not db.is_file():  # do not create an empty store just to find nothing in it
-            return None
-        uri = f"sqlite:///{db.resolve()}"
+    uri = tracking_uri(cfg, results_dir, create=False)
+    if uri is None:
+        return None
     try:
         from mlflow.tracking import MlflowClient
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from routerr1.methods import AVERAGE, FAMILY_ORDER
-from routerr1.tracking import DEFAULT_TRACKING_URI, RUN_KEY_TAG
+from routerr1.tracking import RUN_KEY_TAG, add_store_arguments, missing_store
 
 METRICS = ("em", "f1", "cost", "pool_calls")
 COLUMNS = ["method", "family", "alpha", "benchmark", "em", "f1", "cost", "pool_calls", "pool_hash"]
@@ -134,17 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="routerr1 runs",
         description="Compare evaluation runs (EM and F1 in %, cost in $ per question).",
     )
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
-    parser.add_argument("--experiment", default="routerr1", help="experiment name")
+    add_store_arguments(parser)
     parser.add_argument("--benchmark", help=f"one benchmark, or {AVERAGE!r} (default: all)")
     parser.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
     args = parser.parse_args(argv)
 
-    if args.tracking_uri.startswith("sqlite:///"):
-        db = Path(args.tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():  # MLflow would silently create an empty store
-            print(f"--tracking-uri: no MLflow database at {db}", file=sys.stderr)
-            return 2
+    if error := missing_store(args.tracking_uri):
+        print(error, file=sys.stderr)
+        return 2
     import mlflow
 
     mlflow.set_tracking_uri(args.tracking_uri)

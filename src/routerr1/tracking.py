@@ -6,6 +6,7 @@ continues its unfinished run instead of creating a duplicate.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -26,13 +27,36 @@ RUN_KEY_TAG = "routerr1.key"
 RUN_CONFIG_TAG = "routerr1.config_sha"
 
 
-def tracking_uri(cfg: Mapping[str, Any], results_dir: str | Path = "results") -> str:
+def tracking_uri(
+    cfg: Mapping[str, Any], results_dir: str | Path = "results", *, create: bool = True
+) -> str | None:
+    """``mlflow.tracking_uri``, else the SQLite store ``<results_dir>/mlflow.db`` (its folder
+    made). ``create=False`` (a reader): None where that store does not exist yet, rather than
+    create an empty store just to find nothing in it."""
     uri = (cfg.get("mlflow") or {}).get("tracking_uri")
     if uri:
         return uri
     db = Path(results_dir).resolve() / "mlflow.db"
+    if not create:
+        return f"sqlite:///{db}" if db.is_file() else None
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """A CLI's ``--tracking-uri`` (default: ./results/mlflow.db) and ``--experiment``."""
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--experiment", default="routerr1", help="experiment name")
+
+
+def missing_store(uri: str) -> str | None:
+    """A CLI's error when ``uri`` names a SQLite file that does not exist (MLflow would
+    silently create an empty store), else None."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            return f"--tracking-uri: no MLflow database at {db}"
+    return None
 
 
 def ensure_experiment(uri: str, name: str, artifact_root: Path | None = None) -> str:

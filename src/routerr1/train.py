@@ -38,6 +38,19 @@ def load_policy(path: str | Path, dtype: str = "float32"):
     return model, tok
 
 
+def lora_config(r: int, alpha: int):
+    """LoRA adapters on every linear layer (peft), or None for a full fine-tune (``r`` 0).
+
+    Both trainers (GRPO here, the warm start's SFT) merge them into the weights before saving:
+    downstream stages load a plain model.
+    """
+    if r <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
 def router_dataset(
     records: Sequence[QARecord], descriptors: Sequence[Descriptor], tokenizer, compressed: bool
 ) -> Dataset:
@@ -323,16 +336,7 @@ def train_router(
         shuffle_dataset=True,
         **grpo_vllm_kwargs(vllm),
     )
-    peft_config = None
-    if train_cfg.lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=train_cfg.lora_r,
-            lora_alpha=train_cfg.lora_alpha,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
+    peft_config = lora_config(train_cfg.lora_r, train_cfg.lora_alpha)
     # checkpointed layers would append to the prompt cache twice (forward and recompute)
     share = train_cfg.share_prompt_prefix and not train_cfg.gradient_checkpointing
     if train_cfg.share_prompt_prefix and not share:

@@ -294,7 +294,7 @@ def warm_start(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from routerr1.train import load_policy
+    from routerr1.train import load_policy, lora_config
 
     model, tok = load_policy(policy_dir, "float32")
     if tok.pad_token is None:
@@ -319,13 +319,7 @@ def warm_start(
         seed=seed,
         lr_scheduler_type="constant",
     )
-    peft_config = None
-    if lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
-        )
+    peft_config = lora_config(lora_r, lora_alpha)
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -41,7 +41,6 @@ import ctypes
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -57,6 +56,7 @@ from typing import Any
 
 from routerr1.config import PoolEntry, VllmOptions
 from routerr1.pool.backend import BackendStartError, Generation
+from routerr1.workflow import slug
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def serve_args(
 
 
 def free_port(host: str = HOST) -> int:
-    """A port nothing listens on right now (the OS picks it)."""
+    """A TCP port nothing listens on right now (the OS picks it): for a launched vLLM server,
+    and for ``accelerate launch``'s main process, so several training jobs can share a node."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -240,10 +241,6 @@ class VllmServer:
     def health_url(self) -> str | None:
         return None if self.port is None else f"http://{HOST}:{self.port}/health"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def args(self, port: int) -> list[str]:
         return serve_args(self.model, self.served_name, port, self.options, self.chat_template)
 
@@ -268,8 +265,7 @@ class VllmServer:
         self.port = port
         log_dir = Path(self.options.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
-        self.log_path = log_dir / f"{safe}-{port}.log"
+        self.log_path = log_dir / f"{slug(self.name)}-{port}.log"
         args = self.args(port)
         env = {**os.environ, **self.options.env, **self._env}
         with self.log_path.open("ab") as logfile:
@@ -425,7 +421,7 @@ def launch_backend(
     template = None
     if entry.prompt_style == "fewshot":
         Path(options.log_dir).mkdir(parents=True, exist_ok=True)
-        template = Path(options.log_dir) / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.name)}.jinja"
+        template = Path(options.log_dir) / f"{slug(entry.name)}.jinja"
         bos = _adds_bos(folder) if options.model is None else False
         tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
         tmp.write_text(fewshot_chat_template(bos))

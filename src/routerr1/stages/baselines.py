@@ -6,7 +6,7 @@ unseen-model evaluation reruns each trained router with the pool extended by poo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 
 from routerr1.config import RunConfig
+from routerr1.methods import BASELINES, derived_baselines
 from routerr1.stages.common import eval_tags, pool_stage
 from routerr1.stages.evaluate import evaluate_router
 from routerr1.stages.pool import describe, profile
@@ -44,23 +45,43 @@ def _record_baseline(
         stage.write_rows(rows, out)
 
 
-def derived_baseline(run: RunConfig, kind: str, single_in: list[str], out: str) -> pd.DataFrame:
-    """The oracle, largest-model or random-router rows from the single-model results."""
-    from routerr1 import baselines as bl
+# A derived baseline: its rows from the single-model rows, and the params MLflow logs with them.
+Derive = Callable[[RunConfig, pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]]
 
-    single = _read_rows(single_in)
-    params: dict[str, Any] = {}
-    if kind == "oracle":
-        prices = {e.name: (e.price_in, e.price_out) for e in run.pool}
-        rows = bl.oracle_rows(single, prices)
-    elif kind == "largest":
-        params["largest"] = name = bl.largest_pool_name(run.raw["pool"])
-        rows = bl.largest_rows(single, name)
-    elif kind == "random":
-        params["seed"] = run.seed
-        rows = bl.random_rows(single, run.seed)
-    else:
-        raise ValueError(f"kind: unknown derived baseline {kind!r}; expected oracle|largest|random")
+
+def _oracle(run: RunConfig, single: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from routerr1.baselines import oracle_rows
+
+    prices = {e.name: (e.price_in, e.price_out) for e in run.pool}
+    return oracle_rows(single, prices), {}
+
+
+def _largest(run: RunConfig, single: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from routerr1.baselines import largest_pool_name, largest_rows
+
+    name = largest_pool_name(run.raw["pool"])
+    return largest_rows(single, name), {"largest": name}
+
+
+def _random(run: RunConfig, single: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from routerr1.baselines import random_rows
+
+    return random_rows(single, run.seed), {"seed": run.seed}
+
+
+# One function per ``produced_by="derived"`` entry of routerr1.methods.BASELINES (a test keeps
+# the two equal): a new derived baseline is a registry entry and a function here.
+DERIVED: dict[str, Derive] = {"oracle": _oracle, "largest": _largest, "random": _random}
+
+
+def derived_baseline(run: RunConfig, kind: str, single_in: list[str], out: str) -> pd.DataFrame:
+    """A derived baseline's rows (oracle, largest model, random router...) from the
+    single-model results."""
+    baseline = BASELINES.get(kind)
+    if baseline is None or baseline.produced_by != "derived" or kind not in DERIVED:
+        expected = "|".join(derived_baselines())
+        raise ValueError(f"kind: unknown derived baseline {kind!r}; expected {expected}")
+    rows, params = DERIVED[kind](run, _read_rows(single_in))
     _record_baseline(run, rows, out, params)
     return rows
 
