@@ -165,7 +165,7 @@ def main() -> int:
     import torch
 
     from routerr1.config import load_config
-    from routerr1.serve import select_routers
+    from routerr1.router_service import select_routers
 
     cfg = load_config(args.config)
     if args.threads is not None:

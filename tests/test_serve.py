@@ -291,8 +291,8 @@ def _info(folder: Path, **info) -> Path:
 
 
 def test_routers_are_found_named_by_alpha_and_checked(tmp_path: Path) -> None:
+    from routerr1.router_service import select_routers
     from routerr1.routers import find_routers, read_router
-    from routerr1.serve import select_routers
 
     train = tmp_path / "train"
     _info(train / "alpha~0.9" / "model", alpha=0.9, mlflow_run_id="abc", pool=[{"name": "A"}])
@@ -349,7 +349,7 @@ def test_policy_text_becomes_steps() -> None:
 
 def test_request_limits_stay_within_the_server_caps() -> None:
     from routerr1.rollout import CallBudget
-    from routerr1.serve import RouterService
+    from routerr1.router_service import RouterService
     from routerr1.serving import APIError
 
     def service(**caps) -> RouterService:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from routerr1.serve import Answer, Job, add_service_arguments, load_service, select_routers
+from routerr1.router_service import Answer, Job, load_service, select_routers
+from routerr1.serve import add_service_arguments
 
 
 def _dollars(x: float) -> str:
