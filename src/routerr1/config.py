@@ -406,6 +406,7 @@ class WarmStartConfig:
     answer: str = _default(_WARM_START, "answer")
     # "largest": one warm start; "reward"/"predicted": one per alpha
     routing: str = _default(_WARM_START, "routing")
+    share_prompt_prefix: bool = _default(_WARM_START, "share_prompt_prefix")
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_SOURCES:
