@@ -5,6 +5,10 @@ same router prompt G times, in the forward and again in the backward. Here each 
 runs once with gradients; its key/value cache is indexed out to the rows that share it and the
 completions attend to it. Positions and masks are the ones TRL uses, so log-probs match the plain
 forward (up to float rounding) and gradients flow into the prompt computation from every row.
+
+The warm start's SFT batches share a prefix too: every example opens with the same router prompt
+(instructions and model descriptors) before its question. ``shared_prefix_sft_trainer`` runs
+the longest prefix common to a whole batch once and the right-padded rest of each row over it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,31 @@ def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     first = torch.full((int(inverse.max()) + 1,), key.size(0), dtype=torch.long)
     first.scatter_reduce_(0, inverse, torch.arange(key.size(0)), reduce="amin")
     return first, inverse
+
+
+def prefix_cache(
+    model,
+    prefix_ids: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    inverse: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> DynamicCache:
+    """Run each distinct prefix once, with gradients, and index its key/value cache out to the
+    rows: row ``i`` gets prefix ``inverse[i]``. The gather is differentiable, so each prefix's
+    activations receive the gradients of every row that attends to it."""
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    prefix = model(
+        input_ids=prefix_ids,
+        attention_mask=prefix_mask,
+        use_cache=True,
+        logits_to_keep=1,  # only the cache is needed; skip the vocabulary projection
+        **extra,
+    )
+    cache = prefix.past_key_values
+    if not isinstance(cache, DynamicCache):
+        raise TypeError(f"expected a DynamicCache from the prefix pass, got {type(cache).__name__}")
+    cache.batch_select_indices(inverse)
+    return cache
 
 
 def shared_prefix_logps(
@@ -46,16 +75,7 @@ def shared_prefix_logps(
     width = int(real.max()) + 1 if real.numel() else 1
     input_ids, attention_mask = input_ids[:, : split + width], attention_mask[:, : split + width]
     first, inverse = distinct_prompts(input_ids[:, :split], attention_mask[:, :split])
-    prefix = model(
-        input_ids=input_ids[first, :split],
-        attention_mask=attention_mask[first, :split],
-        use_cache=True,
-        logits_to_keep=1,  # only the cache is needed; skip the vocabulary projection
-    )
-    cache = prefix.past_key_values
-    if not isinstance(cache, DynamicCache):
-        raise TypeError(f"expected a DynamicCache from the prefix pass, got {type(cache).__name__}")
-    cache.batch_select_indices(inverse)  # differentiable gather: gradients sum over the group
+    cache = prefix_cache(model, input_ids[first, :split], attention_mask[first, :split], inverse)
     suffix = input_ids[:, split:]
     # shifted labels: suffix position j predicts column split + j + 1; the last has no target
     targets = input_ids[:, split + 1 :].masked_fill(attention_mask[:, split + 1 :] == 0, -100)
@@ -170,3 +190,140 @@ def shared_prefix_trainer(base: type) -> type:
             return torch.cat(logps), entropy, None
 
     return SharedPrefixGRPOTrainer
+
+
+def common_prefix_length(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> int:
+    """How many leading columns a whole SFT batch can share: columns whose ids are equal in
+    every row and real tokens everywhere, and whose next-token targets are all ignored, so no
+    logit of the prefix enters the loss. ``labels`` are unshifted, as TRL's collator writes
+    them (position ``t`` predicts column ``t + 1``). At most all but the last column."""
+    same = (input_ids == input_ids[:1]).all(dim=0) & (attention_mask != 0).all(dim=0)
+    untrained_next = (labels[:, 1:] == -100).all(dim=0)
+    ok = same[:-1] & untrained_next
+    stop = (~ok).nonzero()
+    return int(stop[0]) if stop.numel() else int(ok.numel())
+
+
+def _widen(values: torch.Tensor | None, split: int) -> torch.Tensor | None:
+    """Suffix positions' per-token values laid out like the plain forward's ``(batch,
+    seq_len - 1)``: zeros (ignored) at the prefix's positions, the suffix's last position (it
+    predicts nothing) dropped."""
+    if values is None:
+        return None
+    values = values[:, :-1]
+    return torch.cat([values.new_zeros(values.size(0), split), values], dim=1)
+
+
+SFT_INPUTS = frozenset({"input_ids", "attention_mask", "labels", "position_ids", "use_cache"})
+
+
+def shared_prefix_sft_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    min_prefix: int = 1,
+):
+    """TRL's fused-head SFT forward, ``model(..., labels=labels, fused_lm_head=True)``, with the
+    prefix common to the whole batch run once.
+
+    The prefix (`common_prefix_length`) runs as one row with gradients; its cache is expanded
+    to every row and each row's right-padded suffix runs over it. Returns a
+    ``FusedCausalLMOutput`` with the plain forward's fields and shapes (per-token values zero
+    at the prefix's positions, where every target is ignored), or None where the batch has a
+    single row or shares fewer than ``min_prefix`` columns (the caller then runs the plain
+    forward). ``model`` must carry TRL's fused LM head, as SFTTrainer's models do.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    rows = input_ids.size(0)
+    split = common_prefix_length(input_ids, attention_mask, labels)
+    if rows < 2 or split < max(1, min_prefix):
+        return None
+    pos = position_ids
+    cache = prefix_cache(
+        model,
+        input_ids[:1, :split],
+        attention_mask[:1, :split],
+        torch.zeros(rows, dtype=torch.long, device=input_ids.device),
+        None if pos is None else pos[:1, :split],
+    )
+    # shifted targets: suffix position j predicts column split + j + 1; the last has none
+    targets = labels[:, split + 1 :]
+    shift_labels = torch.cat([targets, torch.full_like(targets[:, :1], -100)], dim=1)
+    extra = {} if pos is None else {"position_ids": pos[:, split:]}
+    out = model(
+        input_ids=input_ids[:, split:],
+        attention_mask=attention_mask,
+        past_key_values=cache,
+        shift_labels=shift_labels,
+        fused_lm_head=True,
+        **extra,
+    )
+    return FusedCausalLMOutput(
+        loss=out.loss,
+        log_probs=_widen(out.log_probs, split),
+        entropy=_widen(out.entropy, split),
+        log_sum_sq_probs=_widen(out.log_sum_sq_probs, split),
+        mean_logits=_widen(out.mean_logits, split),
+        is_top1=_widen(out.is_top1, split),
+        label_mask=_widen(out.label_mask, split),
+        aux_loss=out.aux_loss,
+    )
+
+
+class _SharedPrefixCall:
+    """Stands in for the model inside SFTTrainer.compute_loss: its fused-head training forward
+    goes through `shared_prefix_sft_forward`; any other call, or one with inputs that pass
+    does not know (padding-free packing, MoE router logits), goes to the model unchanged."""
+
+    def __init__(self, model, counts: dict[str, int]) -> None:
+        self._model = model
+        self._counts = counts
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        if not args and kwargs.get("fused_lm_head") and "labels" in kwargs:
+            inputs = {k: v for k, v in kwargs.items() if k != "fused_lm_head"}
+            if inputs.keys() <= SFT_INPUTS and inputs.get("attention_mask") is not None:
+                inputs.pop("use_cache", None)
+                out = shared_prefix_sft_forward(self._model, **inputs)
+                if out is not None:
+                    self._counts["shared"] += 1
+                    return out
+        self._counts["plain"] += 1
+        return self._model(*args, **kwargs)
+
+
+def shared_prefix_sft_trainer(base: type) -> type:
+    """An SFTTrainer subclass whose loss forward runs each batch's common prefix once.
+
+    Built lazily so importing this module does not import TRL. The loss, its normalization and
+    the logged metrics are TRL's own; only the forward that produces the per-token log-probs
+    changes. Custom losses, label smoothing and sequence parallelism use TRL's pass unchanged.
+    ``shared_prefix_batches`` counts the batches that went each way.
+    """
+
+    class SharedPrefixSFTTrainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shared_prefix_batches = {"shared": 0, "plain": 0}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            parallelism = getattr(self.accelerator, "parallelism_config", None)
+            if (
+                model.training
+                and self.compute_loss_func is None
+                and self.label_smoother is None
+                and not self.aux_loss_enabled
+                and not getattr(parallelism, "sp_enabled", False)
+            ):
+                model = _SharedPrefixCall(model, self.shared_prefix_batches)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return SharedPrefixSFTTrainer

@@ -282,11 +282,18 @@ def warm_start(
     report_to: Sequence[str] = (),
     lora_r: int = 0,
     lora_alpha: int = 32,
+    gradient_checkpointing: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """SFT the policy on ``examples``; saves the model to ``out_dir`` atomically.
 
     ``lora_r > 0`` trains a LoRA adapter (as GRPO does with ``train.lora_r``) and saves the
-    merged model, so later stages load a plain one.
+    merged model, so later stages load a plain one. ``gradient_checkpointing`` trades compute
+    for activation memory (the stage passes ``train.gradient_checkpointing``; TRL's SFT default
+    is on). With ``cfg.share_prompt_prefix`` each batch's common prefix (the router prompt up to
+    the question) runs once (`routerr1.shared_prefix.shared_prefix_sft_trainer`): the same loss
+    and gradients, less compute. It needs gradient checkpointing off, as in GRPO.
+    ``callbacks`` are TRL/transformers ``TrainerCallback``s (benchmarks time steps with one).
     """
     import shutil
 
@@ -294,6 +301,7 @@ def warm_start(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from routerr1.shared_prefix import shared_prefix_sft_trainer
     from routerr1.train import load_policy, lora_config
 
     model, tok = load_policy(policy_dir, "float32")
@@ -318,14 +326,20 @@ def warm_start(
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
         lr_scheduler_type="constant",
+        gradient_checkpointing=gradient_checkpointing,
     )
+    # checkpointed layers would append to the prefix cache twice (forward and recompute)
+    share = cfg.share_prompt_prefix and not gradient_checkpointing
+    if cfg.share_prompt_prefix and not share:
+        log.warning("warm_start.share_prompt_prefix is off because gradient checkpointing is on")
     peft_config = lora_config(lora_r, lora_alpha)
-    trainer = SFTTrainer(
+    trainer = (shared_prefix_sft_trainer(SFTTrainer) if share else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=data,
         processing_class=tok,
         peft_config=peft_config,
+        callbacks=list(callbacks) or None,
     )
     result = trainer.train()
     if peft_config is not None:
@@ -344,6 +358,7 @@ def warm_start(
         "train_runtime_s": result.metrics.get("train_runtime"),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        "shared_prefix_batches": getattr(trainer, "shared_prefix_batches", {}).get("shared", 0),
     }
 
 

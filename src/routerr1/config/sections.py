@@ -183,6 +183,8 @@ class WarmStartConfig:
     answer: str = schema_default(_WARM_START, "answer")
     # "largest": one warm start; "reward"/"predicted": one per alpha
     routing: str = schema_default(_WARM_START, "routing")
+    # run each SFT batch's common router prompt once (same loss and gradients)
+    share_prompt_prefix: bool = schema_default(_WARM_START, "share_prompt_prefix")
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_SOURCES:

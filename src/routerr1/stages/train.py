@@ -165,6 +165,7 @@ def warmstart(
             bf16=resolve_precision(tcfg.precision).value == "bf16",
             lora_r=tcfg.lora_r,
             lora_alpha=tcfg.lora_alpha,
+            gradient_checkpointing=tcfg.gradient_checkpointing,
         )
         after = compliance(Path(model_out))
         report = _warm_start_report(before, after, sft, examples)
