@@ -37,6 +37,10 @@ CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("router/format_ok", "well-formed trajectories"),
     ("router/pool_calls", "pool calls per trajectory"),
     ("router/cost", "pool cost per trajectory ($)"),
+    # why a curve stays flat: groups whose rewards are all equal give zero advantages, and a
+    # policy whose entropy collapsed samples one route (TRL's own metrics)
+    ("frac_reward_zero_std", "share of groups with zero reward spread (no advantage)"),
+    ("entropy", "policy entropy per token"),
 )
 COLUMNS = ["alpha", "seed", "step", "metric", "value"]
 
