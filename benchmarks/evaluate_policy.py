@@ -1,0 +1,73 @@
+"""Evaluate any policy folder as a router, greedily, on a run's evaluation questions.
+
+    python benchmarks/evaluate_policy.py results/warmstart/alpha~0.0/model \\
+        --configfile config/config.yaml config/cpu-routing.yaml --out warmstart.parquet
+
+Answers the question "did the policy route before GRPO?": the warm-started policy goes through
+the evaluation's own code path (`routerr1.evaluate.evaluate_router`, the run's pool and call
+cache, its descriptors and questions), without MLflow. Prints EM, cost and pool calls per
+benchmark and the first-called model per benchmark; writes the rows to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+import yaml
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("policy", help="a policy folder (warm start, trained router, base model)")
+    ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
+    ap.add_argument("--data-mirror", default="../shared/data/flashrag")
+    ap.add_argument("--results", default="results", help="the run's results folder")
+    ap.add_argument("--models-root", default="resources/models")
+    ap.add_argument("--out", required=True, help="parquet file for the rows")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+    from snakemake.utils import update_config
+
+    from routerr1.config import RunConfig, validate_config
+    from routerr1.data import read_records
+    from routerr1.evaluate import evaluate_router
+    from routerr1.precision import hardware_header
+    from routerr1.stages.common import fetched_models, load_descriptors, open_pool
+    from routerr1.train import load_policy
+
+    torch.set_num_threads(args.threads)
+    raw: dict = {}
+    for path in args.configfile:  # the same deep merge as snakemake --configfile A B
+        update_config(raw, yaml.safe_load(open(path)))
+    raw["data_mirror"] = args.data_mirror
+    run = RunConfig.from_dict(validate_config(raw))
+    print(hardware_header(), flush=True)
+    pool = open_pool(run, fetched_models(args.models_root, raw))
+    model, tok = load_policy(args.policy, "float32")
+    with pool:
+        rows = evaluate_router(
+            model=model,
+            tokenizer=tok,
+            pool=pool,
+            descriptors=load_descriptors(f"{args.results}/pool/descriptors.json"),
+            records=read_records(f"{args.results}/data/eval.parquet"),
+            rollout_cfg=run.rollout,
+            method=f"policy:{args.policy}",
+            family="diagnostic",
+            alpha=None,
+            batch_size=run.eval.batch_size,
+            temperature=0.0,
+        )
+    rows.to_parquet(args.out)
+    first = rows["call_models"].map(lambda m: m[0] if m is not None and len(m) else "(no call)")
+    print(rows.groupby("benchmark")[["em", "cost", "pool_calls"]].mean().to_markdown())
+    print(pd.crosstab(rows["benchmark"], first).to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
