@@ -225,7 +225,6 @@ def shared_prefix_sft_forward(
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
     position_ids: torch.Tensor | None = None,
-    min_prefix: int = 1,
 ):
     """TRL's fused-head SFT forward, ``model(..., labels=labels, fused_lm_head=True)``, with the
     prefix common to the whole batch run once.
@@ -234,27 +233,26 @@ def shared_prefix_sft_forward(
     to every row and each row's right-padded suffix runs over it. Returns a
     ``FusedCausalLMOutput`` with the plain forward's fields and shapes (per-token values zero
     at the prefix's positions, where every target is ignored), or None where the batch has a
-    single row or shares fewer than ``min_prefix`` columns (the caller then runs the plain
-    forward). ``model`` must carry TRL's fused LM head, as SFTTrainer's models do.
+    single row or shares no column (the caller then runs the plain forward). ``model`` must
+    carry TRL's fused LM head, as SFTTrainer's models do.
     """
     from trl.trainer.utils import FusedCausalLMOutput
 
     rows = input_ids.size(0)
     split = common_prefix_length(input_ids, attention_mask, labels)
-    if rows < 2 or split < max(1, min_prefix):
+    if rows < 2 or split < 1:
         return None
-    pos = position_ids
     cache = prefix_cache(
         model,
         input_ids[:1, :split],
         attention_mask[:1, :split],
         torch.zeros(rows, dtype=torch.long, device=input_ids.device),
-        None if pos is None else pos[:1, :split],
+        None if position_ids is None else position_ids[:1, :split],
     )
     # shifted targets: suffix position j predicts column split + j + 1; the last has none
     targets = labels[:, split + 1 :]
     shift_labels = torch.cat([targets, torch.full_like(targets[:, :1], -100)], dim=1)
-    extra = {} if pos is None else {"position_ids": pos[:, split:]}
+    extra = {} if position_ids is None else {"position_ids": position_ids[:, split:]}
     out = model(
         input_ids=input_ids[:, split:],
         attention_mask=attention_mask,
