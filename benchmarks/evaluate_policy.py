@@ -15,7 +15,6 @@ import argparse
 import sys
 
 import pandas as pd
-import yaml
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from snakemake.utils import update_config
 
-    from routerr1.config import RunConfig, validate_config
+    from routerr1.config import RunConfig, load_configs
     from routerr1.data import read_records
     from routerr1.evaluate import evaluate_router
     from routerr1.precision import hardware_header
@@ -40,11 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from routerr1.train import load_policy
 
     torch.set_num_threads(args.threads)
-    raw: dict = {}
-    for path in args.configfile:  # the same deep merge as snakemake --configfile A B
-        update_config(raw, yaml.safe_load(open(path)))
-    raw["data_mirror"] = args.data_mirror
-    run = RunConfig.from_dict(validate_config(raw))
+    raw = load_configs(args.configfile, {"data_mirror": args.data_mirror})
+    run = RunConfig.from_dict(raw)
     print(hardware_header(), flush=True)
     pool = open_pool(run, fetched_models(args.models_root, raw))
     model, tok = load_policy(args.policy, "float32")

@@ -29,25 +29,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from routerr1.baselines import oracle_rows, routed_model
-from routerr1.config import RunConfig, pool_entries, validate_config
+from routerr1.config import RunConfig, load_configs, pool_entries
 from routerr1.stages.common import fetched_models
 from routerr1.stages.data import download_data
 from routerr1.stages.evaluate import evaluate_single
 from routerr1.workflow import slug
-
-
-def load_merged(paths: list[str], overrides: dict) -> dict:
-    """The configs merged as ``snakemake --configfile A B`` merges them, then validated."""
-    from snakemake.utils import update_config
-
-    raw: dict = {}
-    for path in paths:
-        update_config(raw, yaml.safe_load(Path(path).read_text()) or {})
-    update_config(raw, overrides)
-    return validate_config(raw)
 
 
 def _summary(rows: pd.DataFrame, label: str) -> dict:
@@ -135,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict = {"data": {"n_eval": args.n_eval}}
     if args.data_mirror:
         overrides["data_mirror"] = args.data_mirror
-    cfg = load_merged(args.configfile, overrides)
+    cfg = load_configs(args.configfile, overrides)
     out = Path(args.out)
     data = {k: str(out / "data" / f"{k}.parquet") for k in ("train", "eval", "profile")}
     run = RunConfig.from_dict(cfg)

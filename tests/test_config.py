@@ -12,6 +12,7 @@ from routerr1.config import (
     ConfigError,
     alpha_label,
     load_config,
+    load_configs,
     pool_entries,
     rollout_config,
     train_config,
@@ -104,11 +105,8 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
 
 
 @pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml", "cpu-routing.yaml"])
-def test_overlays_validate_on_top_of_the_default(raw, overlay):
-    from snakemake.utils import update_config  # the same deep merge as --configfile A B
-
-    update_config(raw, yaml.safe_load((REPO / "config" / overlay).read_text()))
-    cfg = validate_config(raw)
+def test_overlays_validate_on_top_of_the_default(overlay):
+    cfg = load_configs([REPO / "config" / "config.yaml", REPO / "config" / overlay])
     assert cfg["warm_start"]["enabled"] is True
     train_config(cfg)
     rollout_config(cfg)
@@ -143,3 +141,12 @@ def test_a_built_wheel_carries_the_schema(tmp_path):
     assert {"routerr1/config/__init__.py", "routerr1/config/schema.py"} <= set(archive.namelist())
     packaged = archive.read("routerr1/config.schema.yaml").decode()
     assert packaged == (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()
+
+
+def test_load_configs_merges_nested_keys_as_snakemake_does(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("rollout:\n  max_turn_tokens: 192\n")
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg = load_configs([REPO / "config" / "config.yaml", overlay], {"data_mirror": None})
+    assert cfg["rollout"]["max_turn_tokens"] == 192  # the later file wins
+    assert cfg["rollout"]["max_final_tokens"] == base["rollout"]["max_final_tokens"]  # kept

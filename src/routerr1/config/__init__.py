@@ -6,7 +6,8 @@ checked; every error names the offending key. :meth:`RunConfig.from_dict` types 
 once. Import from here; the modules split the concerns:
 
 - :mod:`~routerr1.config.schema`: the schema as package data, ``ConfigError``, schema defaults;
-- :mod:`~routerr1.config.validate`: ``validate_config`` / ``load_config`` and the semantic checks;
+- :mod:`~routerr1.config.validate`: ``validate_config``, ``load_config`` / ``load_configs``
+  (layered files) and the semantic checks;
 - :mod:`~routerr1.config.sections`: the section dataclasses;
 - :mod:`~routerr1.config.vllm`: the ``vllm`` section and a pool entry's ``vllm:`` server options;
 - :mod:`~routerr1.config.run`: ``RunConfig``, the section builders and seed/alpha helpers.
@@ -47,7 +48,12 @@ from routerr1.config.sections import (
     WarmStartConfig,
     check_benchmark_name,
 )
-from routerr1.config.validate import canonical_model_key, load_config, validate_config
+from routerr1.config.validate import (
+    canonical_model_key,
+    load_config,
+    load_configs,
+    validate_config,
+)
 from routerr1.config.vllm import MANAGED_FLAGS, VLLM_MODES, VllmConfig, VllmOptions
 
 __all__ = [
@@ -78,6 +84,7 @@ __all__ = [
     "extended_pool_config",
     "launch_config",
     "load_config",
+    "load_configs",
     "pool_entries",
     "rollout_config",
     "seed_level",

@@ -185,3 +185,17 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     raw = yaml.safe_load(Path(path).read_text()) or {}
     raw.update(overrides or {})
     return validate_config(raw)
+
+
+def load_configs(
+    paths: list[str | Path], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read YAML configs layered as ``snakemake --configfile A B`` layers them (nested keys
+    merged, later files win), then ``overrides`` the same way, and validate."""
+    from snakemake.utils import update_config  # Snakemake's own merge, imported only here
+
+    raw: dict[str, Any] = {}
+    for path in paths:
+        update_config(raw, yaml.safe_load(Path(path).read_text()) or {})
+    update_config(raw, dict(overrides or {}))
+    return validate_config(raw)
