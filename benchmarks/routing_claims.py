@@ -30,7 +30,7 @@ import duckdb
 import pandas as pd
 
 from routerr1.curves import learning_gain
-from routerr1.methods import AVERAGE, ROUTER_FAMILY, SINGLE_FAMILY
+from routerr1.methods import AVERAGE, ROUTER_FAMILY, SINGLE_FAMILY, SINGLE_PREFIX
 from routerr1.report.stats import family_aiq
 from routerr1.routing import ALL, NO_CALL
 
@@ -58,22 +58,25 @@ def _ci(est: float, lo: float, hi: float) -> str:
     return f"{est:+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
 
-def quality_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Figures 1 and 2 per router, on the average page."""
+def quality_rows(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Figures 1 and 2 per router, on the average page, against the single model each router's
+    intervals were computed against (``intervals.best_single``)."""
     summary, intervals, headroom = tables["summary"], tables["intervals"], tables["headroom"]
     page = summary[summary["benchmark"] == AVERAGE]
-    singles = page[page["family"] == SINGLE_FAMILY]
-    best = singles.sort_values(["em", "cost"], ascending=[False, True]).iloc[0]
+    singles = page[page["family"] == SINGLE_FAMILY].set_index("method")
     learnable = headroom[(headroom["benchmark"] == AVERAGE) & headroom["learned"].astype(bool)]
     best_learnable = learnable.sort_values("em", ascending=False).head(1)
-    rows = []
+    learnable_em = float(best_learnable["em"].iloc[0]) if len(best_learnable) else None
+    rows, best_names = [], set()
     routers = page[page["family"] == ROUTER_FAMILY].sort_values("alpha")
     for r in routers.itertuples(index=False):
         iv = intervals[(intervals["method"] == r.method) & (intervals["benchmark"] == AVERAGE)]
         if iv.empty:
             continue
         iv = iv.iloc[0]
-        gap = float(best_learnable["em"].iloc[0]) - float(best.em) if len(best_learnable) else 0
+        best = singles.loc[SINGLE_PREFIX + iv.best_single]
+        best_names.add(f"{iv.best_single} (EM {best.em:.1f}, ${best.cost:.3g}/q)")
+        gap = learnable_em - float(best.em) if learnable_em is not None else 0.0
         rows.append(
             {
                 "router": r.method,
@@ -91,10 +94,10 @@ def quality_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             }
         )
     header = {
-        "best_single": f"{best.method} (EM {best.em:.1f}, ${best.cost:.3g}/q)",
+        "best_single": ", ".join(sorted(best_names)) or "no router with intervals",
         "best_learnable": (
-            f"{best_learnable['strategy'].iloc[0]} (EM {best_learnable['em'].iloc[0]:.1f})"
-            if len(best_learnable)
+            f"{best_learnable['strategy'].iloc[0]} (EM {learnable_em:.1f})"
+            if learnable_em is not None
             else "none in headroom.csv"
         ),
     }
