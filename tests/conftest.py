@@ -90,3 +90,22 @@ def run_config(**sections):
     from routerr1.config import RunConfig, validate_config
 
     return RunConfig.from_dict(validate_config({**MINIMAL_CONFIG, **sections}))
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, **config):
+    """A randomly initialised 2-layer Llama (hidden 32) in fp32; ``config`` adds LlamaConfig
+    fields (token ids, positions)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **{"max_position_embeddings": 2048, **config},
+    )
+    return LlamaForCausalLM(cfg).float()

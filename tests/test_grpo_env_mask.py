@@ -18,6 +18,7 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import tiny_llama
 
 from routerr1.config import RolloutConfig, TrainConfig
 from routerr1.data import QARecord
@@ -46,25 +47,6 @@ def byte_tokenizer():
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(["<pad>", "</s>"])
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>")
-
-
-def tiny_policy(vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    return LlamaForCausalLM(cfg).float()
 
 
 class ScriptedEngine:
@@ -104,7 +86,7 @@ def test_injected_tokens_get_no_gradient_through_the_grpo_loss(tmp_path, monkeyp
     import routerr1.train as train_module
 
     tok = byte_tokenizer()
-    model = tiny_policy(len(tok))
+    model = tiny_llama(len(tok), pad_token_id=0, eos_token_id=1, bos_token_id=1)
     captured = []  # (per-token targets, log-probs whose .grad the backward fills)
 
     def keep_scored_log_probs(module, args, kwargs, output):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import tiny_llama
 from trl.trainer.utils import add_fused_lm_head
 
 from routerr1.shared_prefix import distinct_prompts, group_shuffle, shared_prefix_logps
@@ -12,19 +12,8 @@ from routerr1.shared_prefix import distinct_prompts, group_shuffle, shared_prefi
 PAD = 0
 
 
-def tiny_model(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=61,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=PAD,
-    )
-    model = LlamaForCausalLM(cfg).float()
+def tiny_model(seed: int = 0):
+    model = tiny_llama(61, seed, max_position_embeddings=128, pad_token_id=PAD)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     return model
 
