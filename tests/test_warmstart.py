@@ -12,6 +12,7 @@ from routerr1.parse import ModelNameResolver, check_format
 from routerr1.prompt import Descriptor
 from routerr1.warmstart import (
     WarmStartConfig,
+    benchmark_routing,
     build_examples,
     pick_target,
     predicted_routing,
@@ -133,9 +134,44 @@ def test_predicted_routing_follows_what_the_question_text_predicts():
         predicted_routing(train.drop(columns="question"), 0.5, True)
 
 
-def test_config_rejects_an_unknown_routing_rule():
+def test_benchmark_routing_gives_each_benchmark_its_best_model_at_each_alpha():
+    # maths: only Big is ever right; capitals: Tiny and Big mostly right, Mid once (which no
+    # reading of the text predicts, so no capital question is routed to Mid)
+    rows, benchmark_of = [], {}
+    for i in range(6):
+        q = f"sum of {i} and {i + 3}"
+        rows.append(priced_answers(q, {"Big"} if i % 2 else set()))
+        benchmark_of[q] = "maths"
+        q = f"capital of country {i}"
+        rows.append(priced_answers(q, {"Mid"} if i == 5 else {"Tiny", "Big"}))
+        benchmark_of[q] = "capitals"
+    train = pd.concat(rows).reset_index(drop=True)
+
+    def targets(alpha):
+        rule, scores = benchmark_routing(train, benchmark_of, alpha, True)
+        return {
+            q: pick_target(train[train["question"] == q], ENTRIES, rule, scores)[0]
+            for q in benchmark_of
+        }
+
+    at0, at9 = targets(0.0), targets(0.9)
+    # alpha 0: Big on both kinds (it is as right as Tiny on capitals; ties go to the prior),
+    # even on the maths questions Big got wrong: the target is the kind's, not the question's
+    assert {at0[q] for q in benchmark_of if q.startswith("sum")} == {"Big"}
+    assert {at9[q] for q in benchmark_of if q.startswith("sum")} == {"Big"}
+    # a cost weight sends every capital, the exception included, to the cheap model
+    assert {at9[q] for q in benchmark_of if q.startswith("capital")} == {"Tiny"}
+    with pytest.raises(ValueError, match="no benchmark"):
+        benchmark_routing(train, {"sum of 0 and 3": "maths"}, 0.0, True)
+    with pytest.raises(ValueError, match="cost"):
+        benchmark_routing(train.drop(columns="cost"), benchmark_of, 0.0, True)
+
+
+def test_config_rejects_an_unknown_routing_rule_and_explore_share():
     with pytest.raises(ValueError, match="warm_start.routing"):
         WarmStartConfig(routing="cheapest")
+    with pytest.raises(ValueError, match="warm_start.explore"):
+        WarmStartConfig(explore=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +241,36 @@ def test_limit_samples_every_benchmark_evenly_whatever_the_file_order(tokenizer)
     assert {tuple(sample(s)[0]) for s in range(1, 6)} != {tuple(questions)}
     everything = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
     assert sorted(r["question"] for r in everything) == sorted(r.question for r in recs)
+
+
+def test_explore_routes_a_share_of_trajectories_to_other_models_with_their_answers(tokenizer):
+    recs = [QARecord(f"q{i}", f"capital of country {i}", ("a",), "nq", "train") for i in range(40)]
+    pool_answers = pd.concat([priced_answers(r.question, {"Tiny"}) for r in recs])
+
+    def targets(explore, seed=0):
+        rows = build_examples(
+            recs,
+            pool_answers,
+            ENTRIES,
+            DESCS,
+            tokenizer,
+            RolloutConfig(),
+            seed=seed,
+            routing=(0.5, True),
+            explore=explore,
+        )
+        return rows, [r["target_model"] for r in rows]
+
+    rows, plain = targets(0.0)
+    assert set(plain) == {"Tiny"}
+    rows, explored = targets(0.3)
+    others = [m for m in explored if m != "Tiny"]
+    assert 4 <= len(others) <= 20 and {"Mid", "Big"} <= set(others)
+    assert targets(0.3)[1] == explored  # seeded
+    for row in rows:  # each trajectory relays the answer of the model it searched
+        model = row["target_model"]
+        text = tokenizer.decode(row["input_ids"])
+        assert f"<search>{model}:" in text and f"<answer>{model} says x</answer>" in text
 
 
 def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):

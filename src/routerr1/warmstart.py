@@ -130,6 +130,40 @@ def predicted_routing(
     return RewardRouting(alpha, cost_on_correct_only, prior), scores
 
 
+def benchmark_routing(
+    pool_answers: pd.DataFrame,
+    benchmark_of: dict[str, str],
+    alpha: float,
+    cost_on_correct_only: bool,
+) -> tuple[RewardRouting, pd.Series]:
+    """Route each question to the model with the most mean reward at ``alpha`` on its benchmark.
+
+    ``benchmark_of`` maps each training question to its benchmark. Every answer is scored with
+    its (benchmark, model) mean reward, so all questions of one benchmark get one target: a
+    router reading the question can learn which kind it is (a maths word problem reads unlike a
+    factoid), while which *single* question a model gets right is what the headroom report's
+    pre-router could not predict with ~100 training questions (ridge targets were 70% the
+    reasoner, maths or not: docs/testbed.md).
+    """
+    missing = {"model", "question", "em", "cost"} - set(pool_answers.columns)
+    if missing:
+        raise ValueError(f"pool answers: benchmark routing needs the columns {sorted(missing)}")
+    unknown = set(pool_answers["question"]) - set(benchmark_of)
+    if unknown:
+        raise ValueError(
+            f"pool answers: {len(unknown)} questions have no benchmark, e.g. {sorted(unknown)[0]!r}"
+        )
+    ok = pool_answers[_succeeded(pool_answers)]
+    rewards = reward_scores(ok, alpha, cost_on_correct_only)
+    group = [ok["question"].map(benchmark_of), ok["model"]]
+    scores = rewards.groupby(group).transform("mean")
+    prior = rewards.groupby(ok["model"]).mean().to_dict()
+    return RewardRouting(alpha, cost_on_correct_only, prior), scores
+
+
+ROUTERS = {"reward": reward_routing, "predicted": predicted_routing}
+
+
 def _succeeded(answers: pd.DataFrame) -> pd.Series:
     if "error" not in answers:
         return pd.Series(True, index=answers.index)
@@ -170,6 +204,15 @@ def pick_target(
     return best, str(pool.loc[pool["model"] == best, "prediction"].iloc[0] or "")
 
 
+def _other_route(answers: pd.DataFrame, target: str, rng: random.Random) -> tuple[str, str]:
+    """A model other than ``target`` whose call succeeded, drawn uniformly, and its answer."""
+    others = answers[_succeeded(answers) & (answers["model"] != target)]
+    if others.empty:
+        return target, str(answers.loc[answers["model"] == target, "prediction"].iloc[0] or "")
+    row = others.iloc[rng.randrange(len(others))]
+    return str(row["model"]), str(row["prediction"] or "")
+
+
 def interleave_benchmarks(records: Sequence[QARecord], rng: random.Random) -> list[QARecord]:
     """Every record once, each benchmark shuffled, then taken in turn (round robin).
 
@@ -200,6 +243,7 @@ def build_examples(
     answer: str = "relay",
     routing: tuple[float, bool] | None = None,
     routing_rule: str = "reward",
+    explore: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
     at most ``limit`` of them, from records with pool answers taken evenly across benchmarks
@@ -209,7 +253,12 @@ def build_examples(
     target model returned nothing) or "gold" (the first gold answer). ``routing`` is None (the
     cheapest correct model, else the largest) or ``(alpha, cost_on_correct_only)``: the model
     whose answer earns the most reward at that alpha (`pick_target`); with ``routing_rule``
-    "predicted", the most reward predictable from the question text (`predicted_routing`).
+    "predicted", the most reward predictable from the question text (`predicted_routing`);
+    "benchmark", the most mean reward on the question's benchmark (`benchmark_routing`).
+
+    ``explore`` is the share of trajectories that search another model (drawn uniformly among
+    the calls that succeeded) and relay its real answer: the policy then still samples every
+    route after SFT, so GRPO's groups differ in reward and their advantages are not zero.
 
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
@@ -219,8 +268,11 @@ def build_examples(
     pool_answers = pool_answers.reset_index(drop=True)
     rule, scores = None, None
     if routing is not None:
-        route = predicted_routing if routing_rule == "predicted" else reward_routing
-        rule, scores = route(pool_answers, *routing)
+        if routing_rule == "benchmark":
+            benchmark_of = {r.question: r.benchmark for r in records}
+            rule, scores = benchmark_routing(pool_answers, benchmark_of, *routing)
+        else:
+            rule, scores = ROUTERS[routing_rule](pool_answers, *routing)
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
     rows = []
@@ -231,6 +283,8 @@ def build_examples(
         if answers is None or answers.empty:
             continue
         model, reply = pick_target(answers, entries, rule, scores)
+        if explore > 0 and rng.random() < explore:
+            model, reply = _other_route(answers, model, rng)
         body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids
         reply = tokenizer.decode(body[: rollout_cfg.info_max_tokens], skip_special_tokens=True)
         reply = reply.strip()

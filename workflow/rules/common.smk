@@ -9,7 +9,7 @@ POOL = {slug(p["name"]): p for p in config["pool"]}
 POOL_MODEL_KEYS = fetched_model_keys(config["pool"])
 UNSEEN_MODEL_KEYS = fetched_model_keys(config["pool_unseen"])
 # GRPO starts from the warm-started policy when the format warm start is on: one for every
-# alpha, or one per alpha with warm_start.routing: reward or predicted
+# alpha, or one per alpha with warm_start.routing: reward, predicted or benchmark
 WARM_PER_ALPHA = config["warm_start"]["routing"] in PER_ALPHA_ROUTING
 # Router decoding at evaluation (greedy unless eval.temperature > 0): a changed setting redoes the
 # router evaluations (Snakemake tracks params) but not the single-model ones.

@@ -163,9 +163,9 @@ class EvalConfig:
 
 
 ANSWER_SOURCES = ("relay", "gold")
-ROUTING_RULES = ("largest", "reward", "predicted")
+ROUTING_RULES = ("largest", "reward", "predicted", "benchmark")
 # rules that route by the reward at one alpha: one warm start per alpha
-PER_ALPHA_ROUTING = ("reward", "predicted")
+PER_ALPHA_ROUTING = ("reward", "predicted", "benchmark")
 _WARM_START = schema_section("warm_start")
 
 
@@ -183,6 +183,8 @@ class WarmStartConfig:
     answer: str = schema_default(_WARM_START, "answer")
     # "largest": one warm start; "reward"/"predicted": one per alpha
     routing: str = schema_default(_WARM_START, "routing")
+    # share of trajectories routed to another model than the rule's, so GRPO still explores
+    explore: float = schema_default(_WARM_START, "explore", float)
     # run each SFT batch's common router prompt once (same loss and gradients)
     share_prompt_prefix: bool = schema_default(_WARM_START, "share_prompt_prefix")
 
@@ -195,6 +197,8 @@ class WarmStartConfig:
             raise ValueError(
                 f"warm_start.routing must be one of {ROUTING_RULES}, got {self.routing!r}"
             )
+        if not 0.0 <= self.explore < 1.0:
+            raise ValueError(f"warm_start.explore must be in [0, 1), got {self.explore!r}")
 
 
 LAUNCHERS = ("inprocess", "accelerate")

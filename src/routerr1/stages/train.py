@@ -150,6 +150,7 @@ def warmstart(
             answer=wcfg.answer,
             routing=routing,
             routing_rule=wcfg.routing,
+            explore=wcfg.explore,
         )
         before = compliance(base)
         # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy
