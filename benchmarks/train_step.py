@@ -13,6 +13,16 @@ speed-up over the first setting. The header names the CPU and the precision `aut
 floor column is the forward/backward lower bound of DESIGN.md §3, 6 x parameters x sequence
 tokens at this machine's matmul ceiling in that precision (benchmarks/matmul_ceiling.py).
 Needs a finished pipeline run for results/data/train.parquet and results/pool/descriptors.json.
+
+    python benchmarks/train_step.py --random-init qwen2.5-3b --settings fast --steps 2
+
+times a randomly initialised policy of a real architecture instead (weights do not change the
+cost of a step; a GPU machine may have no room or network for them): SHAPE is a shape file of
+benchmarks/shapes/ (by name) or a Hugging Face config.json (or its folder). --policy then only
+gives the tokenizer. The folder (config, seeded random weights, tokenizer) is built once in a
+temporary directory, shared by the settings and deleted afterwards. A random policy rarely
+writes a well-formed action or stops early, so its turns run to the token caps: format ok is
+near 0 and generation is the capped worst case.
 """
 
 from __future__ import annotations
@@ -25,7 +35,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import nullcontext
 from pathlib import Path
+
+SHAPES = Path(__file__).resolve().parent / "shapes"
+# the dtype train_router loads the policy in here, and a random-init policy is saved in
+POLICY_DTYPE = "float32"
 
 # Each setting overrides TrainConfig / RolloutConfig fields.
 SETTINGS: dict[str, dict[str, dict]] = {
@@ -155,10 +170,11 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     pool = local_pool(pool_entries(cfg), models)
     for member in pool.names:  # load every model now: step 1 should not time weight loading
         pool.backend(member)
+    policy = args.built_policy or args.policy
     with tempfile.TemporaryDirectory() as tmp:
         summary = train_router(
-            policy_dir=args.policy,
-            policy_dtype="float32",
+            policy_dir=policy,
+            policy_dtype=POLICY_DTYPE,
             records=read_records(args.train)[: 8 * n_steps],
             descriptors=load_descriptors(args.descriptors),
             pool=pool,
@@ -187,7 +203,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         "other_s": step_s - gen - pool_s,
         "policy_tokens": sum(r["policy_tokens"] for r in rolls) / len(rolls),
         "sequence_tokens": sum(r["sequence_tokens"] for r in rolls) / len(rolls),
-        "params": _count_params(args.policy),
+        "params": _count_params(policy),
         "precision": resolve_precision(tcfg.precision).value,
         "pool_calls": sum(r["pool_calls"] for r in rolls) / len(rolls),
         "format_ok": steps[-1].get("router/format_ok"),
@@ -204,9 +220,40 @@ def _count_params(policy: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def shape_file(shape: str) -> Path:
+    """``--random-init``'s SHAPE: a config.json (or a folder holding one), else a shape name."""
+    path = Path(shape)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return path
+    named = SHAPES / (shape if shape.endswith(".json") else f"{shape}.json")
+    if named.is_file():
+        return named
+    known = ", ".join(shape_names())
+    raise SystemExit(
+        f"--random-init {shape}: no such config.json, nor a shape of {SHAPES} ({known})"
+    )
+
+
+def shape_names() -> list[str]:
+    return sorted(f.stem for f in SHAPES.glob("*.json"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default="resources/models/smollm2-135m")
+    p.add_argument(
+        "--policy",
+        default="resources/models/smollm2-135m",
+        help="the policy; with --random-init, only its tokenizer is used",
+    )
+    p.add_argument(
+        "--random-init",
+        metavar="SHAPE",
+        help="time a seeded random policy of this architecture: a config.json path or the name "
+        f"of a shape in benchmarks/shapes/ ({', '.join(shape_names())})",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --random-init weights")
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--models-root", default="resources/models")
     p.add_argument("--train", default="results/data/train.parquet")
@@ -219,17 +266,32 @@ def main() -> None:
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--built-policy", help=argparse.SUPPRESS)  # the random-init folder, for --child
     args = p.parse_args()
-    import torch
-
-    from routerr1.precision import hardware_header, matmul_gflops
-
     if args.child:
         print("RESULT " + json.dumps(run_one(args, args.child)), flush=True)
         return
+    shape = shape_file(args.random_init) if args.random_init else None
+    with tempfile.TemporaryDirectory(prefix="random-policy-") if shape else nullcontext() as tmp:
+        if shape:
+            from routerr1.train import random_policy
+
+            print(f"building a random {shape.stem} policy in {tmp}", file=sys.stderr)
+            random_policy(shape, args.policy, tmp, seed=args.seed, dtype=POLICY_DTYPE)
+            policy = f"random-init {shape.stem} ({shape}, seed {args.seed}, {POLICY_DTYPE})"
+            policy += f", tokenizer of {args.policy}"
+            extra = ["--built-policy", tmp]
+        else:
+            policy, extra = args.policy, []
+        results = run_settings(args, extra)
+    report(args, results, policy)
+
+
+def run_settings(args: argparse.Namespace, extra: list[str]) -> list[dict]:
+    """Each setting in its own child process; a failed one is reported, not raised."""
     results = []
     for name in args.settings:
-        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--child", name, *sys.argv[1:], *extra]
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode or not line:
@@ -244,6 +306,14 @@ def main() -> None:
             continue
         results.append(json.loads(line[0][7:]))
         print(f"done: {name}", file=sys.stderr)
+    return results
+
+
+def report(args: argparse.Namespace, results: list[dict], policy: str) -> None:
+    import torch
+
+    from routerr1.precision import hardware_header, matmul_gflops
+
     ok = [r for r in results if "failed" not in r]
     if not ok:
         sys.exit("every setting failed")
@@ -255,7 +325,8 @@ def main() -> None:
     print(hardware_header({r["setting"]: r["precision"] for r in ok}))
     print("matmul ceiling here: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceilings.items()))
     print(
-        f"policy {args.policy}, 8 prompts x 4 generations, {args.threads} threads, "
+        f"policy {policy}, {ok[0]['params'] / 1e9:.2f}B parameters, 8 prompts x 4 generations, "
+        f"{args.threads} threads, "
         f"mean of steps 2..{args.steps} (a setting run for one step: that step)"
     )
     print(

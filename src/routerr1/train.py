@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,53 @@ def load_policy(path: str | Path, dtype: str = "float32"):
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, resolved.value))
     return model, tok
+
+
+# keys of a shape file or hub config.json dropped besides the ``_`` notes: the class list
+# (``model_type`` picks the class), provenance, and a dtype the caller's ``dtype`` replaces
+_NOT_SHAPE = ("architectures", "transformers_version", "torch_dtype", "dtype")
+
+
+def random_policy(
+    shape: Mapping[str, Any] | str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> Path:
+    """A policy folder for ``load_policy``: ``shape``'s architecture with seeded random weights.
+
+    ``shape`` is a Hugging Face config (a dict or a ``config.json`` path) naming a ``model_type``;
+    keys starting with ``_`` are notes and are dropped. The tokenizer is ``tokenizer_dir``'s,
+    copied in; the model keeps the shape's ``vocab_size``, which must cover the tokenizer, and
+    takes its bos/eos/pad ids. Weights are saved in ``dtype``. For timing a real architecture
+    without its weights (they do not change the cost of a step).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    fields = dict(shape) if isinstance(shape, Mapping) else json.loads(Path(shape).read_text())
+    fields = {k: v for k, v in fields.items() if not k.startswith("_") and k not in _NOT_SHAPE}
+    model_type = fields.pop("model_type", None)
+    if model_type is None:
+        raise ValueError(f"shape {shape!s:.200}: no model_type")
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vocab = fields.get("vocab_size")
+    if vocab is None or vocab < len(tok):
+        raise ValueError(
+            f"shape vocab_size {vocab} is smaller than the tokenizer of {tokenizer_dir} "
+            f"({len(tok)} tokens): its ids would index past the embedding"
+        )
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": eos, "pad_token_id": pad}
+    config = AutoConfig.for_model(model_type, **{**fields, **ids})
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays as it was
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 def lora_config(r: int, alpha: int):
