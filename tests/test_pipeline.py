@@ -74,7 +74,7 @@ def test_dry_run_shows_whole_dag(tmp_path, tiny_mirror):
     )
 
 
-@pytest.mark.parametrize("routing", ["reward", "predicted"])
+@pytest.mark.parametrize("routing", ["reward", "predicted", "benchmark"])
 def test_reward_routing_warm_starts_once_per_alpha(tmp_path, tiny_mirror, routing):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["warm_start"]["routing"] = routing

@@ -181,7 +181,7 @@ class WarmStartConfig:
     max_examples: int | None = schema_default(_WARM_START, "max_examples")
     # "relay": the information's text; "gold": the gold answer
     answer: str = schema_default(_WARM_START, "answer")
-    # "largest": one warm start; "reward"/"predicted": one per alpha
+    # "largest": one warm start; "reward"/"predicted"/"benchmark": one per alpha
     routing: str = schema_default(_WARM_START, "routing")
     # share of trajectories routed to another model than the rule's, so GRPO still explores
     explore: float = schema_default(_WARM_START, "explore", float)
