@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from routerr1.data import read_records
     from routerr1.evaluate import evaluate_router
     from routerr1.precision import hardware_header
+    from routerr1.routing import NO_CALL, calls_of
     from routerr1.stages.common import fetched_models, load_descriptors, open_pool
     from routerr1.train import load_policy
 
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             temperature=0.0,
         )
     rows.to_parquet(args.out)
-    first = rows["call_models"].map(lambda m: m[0] if m is not None and len(m) else "(no call)")
+    first = [
+        calls[0][0] if (calls := calls_of(row)) else NO_CALL for row in rows.to_dict("records")
+    ]
+    first = pd.Series(first, index=rows.index, name="first call")
     print(rows.groupby("benchmark")[["em", "cost", "pool_calls"]].mean().to_markdown())
     print(pd.crosstab(rows["benchmark"], first).to_markdown())
     return 0

@@ -146,9 +146,10 @@ def test_benchmark_routing_gives_each_benchmark_its_best_model_at_each_alpha():
         rows.append(priced_answers(q, {"Mid"} if i == 5 else {"Tiny", "Big"}))
         benchmark_of[q] = "capitals"
     train = pd.concat(rows).reset_index(drop=True)
+    train["benchmark"] = train["question"].map(benchmark_of)
 
     def targets(alpha):
-        rule, scores = benchmark_routing(train, benchmark_of, alpha, True)
+        rule, scores = benchmark_routing(train, alpha, True)
         return {
             q: pick_target(train[train["question"] == q], ENTRIES, rule, scores)[0]
             for q in benchmark_of
@@ -162,9 +163,10 @@ def test_benchmark_routing_gives_each_benchmark_its_best_model_at_each_alpha():
     # a cost weight sends every capital, the exception included, to the cheap model
     assert {at9[q] for q in benchmark_of if q.startswith("capital")} == {"Tiny"}
     with pytest.raises(ValueError, match="no benchmark"):
-        benchmark_routing(train, {"sum of 0 and 3": "maths"}, 0.0, True)
+        only_one = train["question"].map({"sum of 0 and 3": "maths"})
+        benchmark_routing(train.assign(benchmark=only_one), 0.0, True)
     with pytest.raises(ValueError, match="cost"):
-        benchmark_routing(train.drop(columns="cost"), benchmark_of, 0.0, True)
+        benchmark_routing(train.drop(columns="cost"), 0.0, True)
 
 
 def test_config_rejects_an_unknown_routing_rule_and_explore_share():

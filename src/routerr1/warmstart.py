@@ -131,37 +131,34 @@ def predicted_routing(
 
 
 def benchmark_routing(
-    pool_answers: pd.DataFrame,
-    benchmark_of: dict[str, str],
-    alpha: float,
-    cost_on_correct_only: bool,
+    pool_answers: pd.DataFrame, alpha: float, cost_on_correct_only: bool
 ) -> tuple[RewardRouting, pd.Series]:
     """Route each question to the model with the most mean reward at ``alpha`` on its benchmark.
 
-    ``benchmark_of`` maps each training question to its benchmark. Every answer is scored with
-    its (benchmark, model) mean reward, so all questions of one benchmark get one target: a
-    router reading the question can learn which kind it is (a maths word problem reads unlike a
+    ``pool_answers`` carries each question's ``benchmark``. Every answer is scored with its
+    (benchmark, model) mean reward, so all questions of one benchmark get one target: a router
+    reading the question can learn which kind it is (a maths word problem reads unlike a
     factoid), while which *single* question a model gets right is what the headroom report's
     pre-router could not predict with ~100 training questions (ridge targets were 70% the
     reasoner, maths or not: docs/testbed.md).
     """
-    missing = {"model", "question", "em", "cost"} - set(pool_answers.columns)
+    missing = {"model", "question", "benchmark", "em", "cost"} - set(pool_answers.columns)
     if missing:
         raise ValueError(f"pool answers: benchmark routing needs the columns {sorted(missing)}")
-    unknown = set(pool_answers["question"]) - set(benchmark_of)
-    if unknown:
+    unknown = pool_answers.loc[pool_answers["benchmark"].isna(), "question"].unique()
+    if len(unknown):
         raise ValueError(
             f"pool answers: {len(unknown)} questions have no benchmark, e.g. {sorted(unknown)[0]!r}"
         )
     ok = pool_answers[_succeeded(pool_answers)]
     rewards = reward_scores(ok, alpha, cost_on_correct_only)
-    group = [ok["question"].map(benchmark_of), ok["model"]]
-    scores = rewards.groupby(group).transform("mean")
+    scores = rewards.groupby([ok["benchmark"], ok["model"]]).transform("mean")
     prior = rewards.groupby(ok["model"]).mean().to_dict()
     return RewardRouting(alpha, cost_on_correct_only, prior), scores
 
 
-ROUTERS = {"reward": reward_routing, "predicted": predicted_routing}
+# warm_start.routing rules that route per alpha: (pool answers, alpha, cost_on_correct_only)
+ROUTERS = {"reward": reward_routing, "predicted": predicted_routing, "benchmark": benchmark_routing}
 
 
 def _succeeded(answers: pd.DataFrame) -> pd.Series:
@@ -204,11 +201,12 @@ def pick_target(
     return best, str(pool.loc[pool["model"] == best, "prediction"].iloc[0] or "")
 
 
-def _other_route(answers: pd.DataFrame, target: str, rng: random.Random) -> tuple[str, str]:
-    """A model other than ``target`` whose call succeeded, drawn uniformly, and its answer."""
+def _other_route(answers: pd.DataFrame, target: str, rng: random.Random) -> tuple[str, str] | None:
+    """A model other than ``target`` whose call succeeded, drawn uniformly, and its answer;
+    None when there is none."""
     others = answers[_succeeded(answers) & (answers["model"] != target)]
     if others.empty:
-        return target, str(answers.loc[answers["model"] == target, "prediction"].iloc[0] or "")
+        return None
     row = others.iloc[rng.randrange(len(others))]
     return str(row["model"]), str(row["prediction"] or "")
 
@@ -268,11 +266,9 @@ def build_examples(
     pool_answers = pool_answers.reset_index(drop=True)
     rule, scores = None, None
     if routing is not None:
-        if routing_rule == "benchmark":
-            benchmark_of = {r.question: r.benchmark for r in records}
-            rule, scores = benchmark_routing(pool_answers, benchmark_of, *routing)
-        else:
-            rule, scores = ROUTERS[routing_rule](pool_answers, *routing)
+        benchmark_of = {r.question: r.benchmark for r in records}
+        pool_answers = pool_answers.assign(benchmark=pool_answers["question"].map(benchmark_of))
+        rule, scores = ROUTERS[routing_rule](pool_answers, *routing)
     by_question = {q: g for q, g in pool_answers.groupby("question", sort=False)}
     eos = tokenizer.eos_token or ""
     rows = []
@@ -284,7 +280,7 @@ def build_examples(
             continue
         model, reply = pick_target(answers, entries, rule, scores)
         if explore > 0 and rng.random() < explore:
-            model, reply = _other_route(answers, model, rng)
+            model, reply = _other_route(answers, model, rng) or (model, reply)
         body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids
         reply = tokenizer.decode(body[: rollout_cfg.info_max_tokens], skip_special_tokens=True)
         reply = reply.strip()
