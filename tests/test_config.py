@@ -11,6 +11,7 @@ import yaml
 from routerr1.config import (
     ConfigError,
     alpha_label,
+    extended_pool_config,
     load_config,
     load_configs,
     pool_entries,
@@ -104,12 +105,26 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
     assert main(["no-such-command"]) == 2
 
 
-@pytest.mark.parametrize("overlay", ["cpu-long.yaml", "policy-qwen0.5b.yaml", "cpu-routing.yaml"])
-def test_overlays_validate_on_top_of_the_default(overlay):
-    cfg = load_configs([REPO / "config" / "config.yaml", REPO / "config" / overlay])
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        ["cpu-long.yaml"],
+        ["policy-qwen0.5b.yaml"],
+        ["cpu-routing.yaml"],
+        ["cpu-routing.yaml", "cpu-routing-unseen.yaml"],
+    ],
+)
+def test_overlays_validate_on_top_of_the_default(overlays):
+    cfg = load_configs([REPO / "config" / "config.yaml", *(REPO / "config" / o for o in overlays)])
     assert cfg["warm_start"]["enabled"] is True
     train_config(cfg)
     rollout_config(cfg)
+    # the unseen model joins only at evaluation, and must be new to the training pool
+    trained = {p["name"] for p in cfg["pool"]}
+    unseen = {p["name"] for p in cfg["pool_unseen"]}
+    assert not trained & unseen
+    if unseen:
+        assert {p["name"] for p in extended_pool_config(cfg)["pool"]} == trained | unseen
 
 
 def test_one_model_may_join_the_pool_twice_with_two_prompts(raw):
