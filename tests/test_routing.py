@@ -11,6 +11,7 @@ from routerr1.routing import (
     NO_CALL,
     behaviour,
     example_rows,
+    group_diversity,
     trajectory_calls,
     write_routing,
 )
@@ -128,3 +129,30 @@ def test_write_routing_writes_markdown_figure_and_csv(tmp_path):
     assert text.count("- **") == 5 + 1  # five examples of the router, one of the prompt router
     assert (out / "routing.pdf").read_bytes().startswith(b"%PDF")
     assert len(pd.read_csv(out / "routing.csv")) == len(stats)
+
+
+def test_group_diversity_counts_groups_that_differ():
+    """Sampled rollouts of one question form a group; only differing groups teach GRPO."""
+    rows = pd.DataFrame(
+        [
+            # nq q0: two routes and two outcomes
+            _row("nq", "0", ["A"], ["Paris"], "Paris", "Paris"),
+            _row("nq", "0", ["B"], ["Lyon"], "Lyon", "Paris"),
+            # nq q1: one route, one outcome (no advantage)
+            _row("nq", "1", ["A"], ["Rome"], "Rome", "Milan"),
+            _row("nq", "1", ["A"], ["Rome"], "Rome", "Milan"),
+            # gsm8k q0: one route, but the answers differ; the no-call rollout is a route too
+            _row("gsm8k", "0", ["B"], ["4"], "4", "4"),
+            _row("gsm8k", "0", ["B"], ["5"], "5", "4"),
+            _row("gsm8k", "0", [], [], "4", "4"),
+        ]
+    )
+    stats = group_diversity(rows).set_index("benchmark")
+    assert stats.loc["nq", "groups"] == 2
+    assert stats.loc["nq", "mixed_routes"] == 0.5 and stats.loc["nq", "em_spread"] == 0.5
+    assert stats.loc["gsm8k", "routes_per_group"] == 2  # B and (no call)
+    assert stats.loc["gsm8k", "em_spread"] == 1.0
+    assert stats.loc[ALL, "groups"] == 3
+    assert stats.loc[ALL, "mixed_routes"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="qid"):
+        group_diversity(rows.drop(columns="qid"))

@@ -37,6 +37,7 @@ __all__ = [
     "behaviour",
     "calls_of",
     "example_rows",
+    "group_diversity",
     "plot_routing",
     "render_routing",
     "trajectory_calls",
@@ -189,6 +190,42 @@ def behaviour(
                 ),
             }
             out.append(rec)
+    return pd.DataFrame(out)
+
+
+def group_diversity(rows: pd.DataFrame, resolver: ModelNameResolver | None = None) -> pd.DataFrame:
+    """Per benchmark (then "all"): how often sampled rollouts of one question differ.
+
+    ``rows`` hold several rollouts per ``qid`` (a GRPO group each). A group with one first-call
+    model and one EM gives GRPO no advantage to learn from; columns: ``groups``, the shares of
+    groups with ``mixed_routes`` (2+ first-call models) and ``em_spread`` (EM differs), and the
+    mean ``routes_per_group``.
+    """
+    missing = [c for c in ("benchmark", "qid", "em") if c not in rows.columns]
+    if missing:
+        raise ValueError(f"rollout rows: missing column(s) {', '.join(missing)}")
+    rows = rows.reset_index(drop=True)
+    first = _question_facts(rows, resolver)["first_model"]
+    groups = (
+        rows.assign(first_model=first)
+        .groupby(["benchmark", "qid"])
+        .agg(routes=("first_model", "nunique"), em_lo=("em", "min"), em_hi=("em", "max"))
+    )
+    groups["mixed_routes"] = groups["routes"] > 1
+    groups["em_spread"] = groups["em_hi"] > groups["em_lo"]
+    pages = [*sorted(set(groups.index.get_level_values("benchmark").astype(str))), ALL]
+    out = []
+    for page in pages:
+        part = groups if page == ALL else groups.xs(page, level="benchmark")
+        out.append(
+            {
+                "benchmark": page,
+                "groups": len(part),
+                "mixed_routes": float(part["mixed_routes"].mean()),
+                "em_spread": float(part["em_spread"].mean()),
+                "routes_per_group": float(part["routes"].mean()),
+            }
+        )
     return pd.DataFrame(out)
 
 
