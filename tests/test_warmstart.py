@@ -275,6 +275,40 @@ def test_explore_routes_a_share_of_trajectories_to_other_models_with_their_answe
         assert f"<search>{model}:" in text and f"<answer>{model} says x</answer>" in text
 
 
+def test_uniform_routing_teaches_the_format_and_no_route(tokenizer):
+    """routing: uniform draws each question's model evenly, whatever the answers' rewards."""
+    recs = [QARecord(f"q{i}", f"capital of country {i}", ("a",), "nq", "train") for i in range(60)]
+    pool_answers = pd.concat([priced_answers(r.question, {"Tiny"}) for r in recs])
+
+    def build(seed):
+        return build_examples(
+            recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), seed=seed,
+            routing_rule="uniform",
+        )  # fmt: skip
+
+    rows = build(0)
+    counts = pd.Series([r["target_model"] for r in rows]).value_counts()
+    # Tiny is the only correct (and cheapest) model, yet each model gets about a third
+    assert set(counts.index) == {"Tiny", "Mid", "Big"} and counts.min() >= 10
+    assert [r["target_model"] for r in build(0)] == [r["target_model"] for r in rows]  # seeded
+    for row in rows:  # each trajectory relays the answer of the model it searched
+        model = row["target_model"]
+        text = tokenizer.decode(row["input_ids"])
+        assert f"<search>{model}:" in text and f"<answer>{model} says x</answer>" in text
+    # a failed call is never a target; a question whose calls all failed is skipped
+    broken = pd.concat(
+        [
+            priced_answers("capital of country 0", {"Tiny"}, failed=frozenset({"Mid", "Big"})),
+            priced_answers("capital of country 1", set(), failed=frozenset({"Tiny", "Mid", "Big"})),
+        ]
+    )
+    kept = build_examples(
+        recs[:2], broken, ENTRIES, DESCS, tokenizer, RolloutConfig(), routing_rule="uniform"
+    )
+    assert [(r["question"], r["target_model"]) for r in kept] == [("capital of country 0", "Tiny")]
+    assert WarmStartConfig(routing="uniform").routing == "uniform"
+
+
 def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):
     rec = QARecord("1", "who wrote hamlet", ("Shakespeare",), "nq", "train")
     empty = answers(rec.question, set()).assign(prediction="")

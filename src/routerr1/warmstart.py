@@ -201,9 +201,11 @@ def pick_target(
     return best, str(pool.loc[pool["model"] == best, "prediction"].iloc[0] or "")
 
 
-def _other_route(answers: pd.DataFrame, target: str, rng: random.Random) -> tuple[str, str] | None:
-    """A model other than ``target`` whose call succeeded, drawn uniformly, and its answer;
-    None when there is none."""
+def _other_route(
+    answers: pd.DataFrame, target: str | None, rng: random.Random
+) -> tuple[str, str] | None:
+    """A model other than ``target`` (any model with None) whose call succeeded, drawn
+    uniformly, and its answer; None when there is none."""
     others = answers[_succeeded(answers) & (answers["model"] != target)]
     if others.empty:
         return None
@@ -253,6 +255,8 @@ def build_examples(
     whose answer earns the most reward at that alpha (`pick_target`); with ``routing_rule``
     "predicted", the most reward predictable from the question text (`predicted_routing`);
     "benchmark", the most mean reward on the question's benchmark (`benchmark_routing`).
+    With ``routing_rule`` "uniform" (and no ``routing``), each question searches a model drawn
+    uniformly among the calls that succeeded: the format is taught, no routing is.
 
     ``explore`` is the share of trajectories that search another model (drawn uniformly among
     the calls that succeeded) and relay its real answer: the policy then still samples every
@@ -278,7 +282,13 @@ def build_examples(
         answers = by_question.get(rec.question)
         if answers is None or answers.empty:
             continue
-        model, reply = pick_target(answers, entries, rule, scores)
+        if rule is None and routing_rule == "uniform":
+            picked = _other_route(answers, None, rng)
+            if picked is None:
+                continue  # every call failed: nothing real to relay
+            model, reply = picked
+        else:
+            model, reply = pick_target(answers, entries, rule, scores)
         if explore > 0 and rng.random() < explore:
             model, reply = _other_route(answers, model, rng) or (model, reply)
         body = tokenizer(strip_tags(reply), add_special_tokens=False).input_ids

@@ -163,7 +163,7 @@ class EvalConfig:
 
 
 ANSWER_SOURCES = ("relay", "gold")
-ROUTING_RULES = ("largest", "reward", "predicted", "benchmark")
+ROUTING_RULES = ("largest", "uniform", "reward", "predicted", "benchmark")
 # rules that route by the reward at one alpha: one warm start per alpha
 PER_ALPHA_ROUTING = ("reward", "predicted", "benchmark")
 _WARM_START = schema_section("warm_start")
@@ -181,7 +181,7 @@ class WarmStartConfig:
     max_examples: int | None = schema_default(_WARM_START, "max_examples")
     # "relay": the information's text; "gold": the gold answer
     answer: str = schema_default(_WARM_START, "answer")
-    # "largest": one warm start; "reward"/"predicted"/"benchmark": one per alpha
+    # "largest"/"uniform": one warm start; "reward"/"predicted"/"benchmark": one per alpha
     routing: str = schema_default(_WARM_START, "routing")
     # share of trajectories routed to another model than the rule's, so GRPO still explores
     explore: float = schema_default(_WARM_START, "explore", float)
