@@ -30,39 +30,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from routerr1.config import RunConfig, load_configs
     from routerr1.data import read_records
-    from routerr1.evaluate import evaluate_router
     from routerr1.precision import hardware_header
-    from routerr1.routing import NO_CALL, calls_of
-    from routerr1.stages.common import fetched_models, load_descriptors, open_pool
-    from routerr1.train import load_policy
+    from routerr1.routing import first_calls
+    from routerr1.stages.evaluate import evaluate_policy_folder
 
     torch.set_num_threads(args.threads)
-    raw = load_configs(args.configfile, {"data_mirror": args.data_mirror})
-    run = RunConfig.from_dict(raw)
     print(hardware_header(), flush=True)
-    pool = open_pool(run, fetched_models(args.models_root, raw))
-    model, tok = load_policy(args.policy, "float32")
-    with pool:
-        rows = evaluate_router(
-            model=model,
-            tokenizer=tok,
-            pool=pool,
-            descriptors=load_descriptors(f"{args.results}/pool/descriptors.json"),
-            records=read_records(f"{args.results}/data/eval.parquet"),
-            rollout_cfg=run.rollout,
-            method=f"policy:{args.policy}",
-            family="diagnostic",
-            alpha=None,
-            batch_size=run.eval.batch_size,
-            temperature=0.0,
-        )
+    rows = evaluate_policy_folder(
+        args.configfile,
+        args.data_mirror,
+        args.policy,
+        read_records(f"{args.results}/data/eval.parquet"),
+        results=args.results,
+        models_root=args.models_root,
+    )
     rows.to_parquet(args.out)
-    first = [
-        calls[0][0] if (calls := calls_of(row)) else NO_CALL for row in rows.to_dict("records")
-    ]
-    first = pd.Series(first, index=rows.index, name="first call")
+    first = first_calls(rows)
     print(rows.groupby("benchmark")[["em", "cost", "pool_calls"]].mean().to_markdown())
     print(pd.crosstab(rows["benchmark"], first).to_markdown())
     return 0

@@ -38,17 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from routerr1.config import RunConfig, load_configs
     from routerr1.data import read_records
-    from routerr1.evaluate import evaluate_router
     from routerr1.precision import hardware_header
-    from routerr1.routing import NO_CALL, calls_of, group_diversity
-    from routerr1.stages.common import fetched_models, load_descriptors, open_pool
-    from routerr1.train import load_policy
+    from routerr1.routing import first_calls, group_diversity
+    from routerr1.stages.evaluate import evaluate_policy_folder
 
     torch.set_num_threads(args.threads)
-    raw = load_configs(args.configfile, {"data_mirror": args.data_mirror})
-    run = RunConfig.from_dict(raw)
     print(hardware_header(), flush=True)
     records = read_records(f"{args.results}/data/{args.split}.parquet")
     picked: dict[str, list] = {}
@@ -58,28 +53,19 @@ def main(argv: list[str] | None = None) -> int:
             bench.append(record)
     # each question repeated in one batch, as a GRPO group is
     repeated = [r for bench in picked.values() for r in bench for _ in range(args.generations)]
-    pool = open_pool(run, fetched_models(args.models_root, raw))
-    model, tok = load_policy(args.policy, "float32")
-    with pool:
-        rows = evaluate_router(
-            model=model,
-            tokenizer=tok,
-            pool=pool,
-            descriptors=load_descriptors(f"{args.results}/pool/descriptors.json"),
-            records=repeated,
-            rollout_cfg=run.rollout,
-            method=f"policy:{args.policy}",
-            family="diagnostic",
-            alpha=None,
-            batch_size=run.eval.batch_size,
-            temperature=args.temperature,
-            sample_seed=args.seed,
-        )
+    rows = evaluate_policy_folder(
+        args.configfile,
+        args.data_mirror,
+        args.policy,
+        repeated,
+        results=args.results,
+        models_root=args.models_root,
+        temperature=args.temperature,
+        sample_seed=args.seed,
+    )
     if args.out:
         rows.to_parquet(args.out)
-    first = pd.Series(
-        [calls[0][0] if (calls := calls_of(row)) else NO_CALL for row in rows.to_dict("records")]
-    )
+    first = first_calls(rows)
     print(
         f"{args.policy}: {args.questions} {args.split} questions per benchmark x "
         f"{args.generations} samples at temperature {args.temperature}"

@@ -11,6 +11,7 @@ from routerr1.routing import (
     NO_CALL,
     behaviour,
     example_rows,
+    first_calls,
     group_diversity,
     trajectory_calls,
     write_routing,
@@ -147,6 +148,7 @@ def test_group_diversity_counts_groups_that_differ():
             _row("gsm8k", "0", [], [], "4", "4"),
         ]
     )
+    assert list(first_calls(rows)) == ["A", "B", "A", "A", "B", "B", NO_CALL]
     stats = group_diversity(rows).set_index("benchmark")
     assert stats.loc["nq", "groups"] == 2
     assert stats.loc["nq", "mixed_routes"] == 0.5 and stats.loc["nq", "em_spread"] == 0.5

@@ -37,6 +37,7 @@ __all__ = [
     "behaviour",
     "calls_of",
     "example_rows",
+    "first_calls",
     "group_diversity",
     "plot_routing",
     "render_routing",
@@ -93,6 +94,16 @@ def calls_of(row: Mapping, resolver: ModelNameResolver | None = None) -> list[tu
     if models is not None and replies is not None:
         return list(zip(models, replies, strict=True))
     return trajectory_calls(row.get("trajectory"), resolver)
+
+
+def first_calls(rows: pd.DataFrame, resolver: ModelNameResolver | None = None) -> pd.Series:
+    """The model each row called first (``NO_CALL`` for none), indexed like ``rows``."""
+    return pd.Series(
+        [c[0][0] if (c := calls_of(row, resolver)) else NO_CALL for row in rows.to_dict("records")],
+        index=rows.index,
+        name="first call",
+        dtype=object,
+    )
 
 
 def _check(rows: pd.DataFrame) -> pd.DataFrame:
@@ -204,10 +215,8 @@ def group_diversity(rows: pd.DataFrame, resolver: ModelNameResolver | None = Non
     missing = [c for c in ("benchmark", "qid", "em") if c not in rows.columns]
     if missing:
         raise ValueError(f"rollout rows: missing column(s) {', '.join(missing)}")
-    rows = rows.reset_index(drop=True)
-    first = _question_facts(rows, resolver)["first_model"]
     groups = (
-        rows.assign(first_model=first)
+        rows.assign(first_model=first_calls(rows, resolver))
         .groupby(["benchmark", "qid"])
         .agg(routes=("first_model", "nunique"), em_lo=("em", "min"), em_hi=("em", "max"))
     )

@@ -3,7 +3,7 @@ and each pool model alone, on the evaluation questions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import mlflow
@@ -11,7 +11,14 @@ import pandas as pd
 
 from routerr1.config import RunConfig
 from routerr1.evaluate import ChunkStore
-from routerr1.stages.common import eval_tags, load_descriptors, loadable, open_pool, pool_stage
+from routerr1.stages.common import (
+    eval_tags,
+    fetched_models,
+    load_descriptors,
+    loadable,
+    open_pool,
+    pool_stage,
+)
 
 Models = Iterable[str | Path]  # the fetched model folders (the rule's input.models)
 
@@ -72,6 +79,44 @@ def evaluate_router(
         stage.write_rows(rows, out)
     store.clear()
     return rows
+
+
+def evaluate_policy_folder(
+    configfiles: Sequence[str | Path],
+    data_mirror: str,
+    policy_dir: str | Path,
+    records: Sequence,
+    results: str | Path = "results",
+    models_root: str | Path = "resources/models",
+    temperature: float = 0.0,
+    sample_seed: int = 0,
+) -> pd.DataFrame:
+    """Any policy folder (warm start, trained router, base model) as a router on ``records``,
+    untracked: the evaluation's code path with a finished run's pool, call cache and
+    descriptors (under ``results``), for the diagnostics in ``benchmarks/``."""
+    from routerr1.config import load_configs
+    from routerr1.evaluate import evaluate_router as run_router
+    from routerr1.train import load_policy
+
+    raw = load_configs(list(configfiles), {"data_mirror": data_mirror})
+    run = RunConfig.from_dict(raw)
+    pool = open_pool(run, fetched_models(models_root, raw))
+    model, tok = load_policy(policy_dir, "float32")
+    with pool:
+        return run_router(
+            model=model,
+            tokenizer=tok,
+            pool=pool,
+            descriptors=load_descriptors(Path(results) / "pool" / "descriptors.json"),
+            records=records,
+            rollout_cfg=run.rollout,
+            method=f"policy:{policy_dir}",
+            family="diagnostic",
+            alpha=None,
+            batch_size=run.eval.batch_size,
+            temperature=temperature,
+            sample_seed=sample_seed,
+        )
 
 
 def evaluate_single(
