@@ -375,7 +375,8 @@ def fault_pipeline(tmp_path_factory, tiny_mirror, smollm2_dir):
         "max_concurrency": 2,
     }
     # overfit the format warm start so the policy writes searches during GRPO and evaluation
-    cfg["warm_start"].update(epochs=8, learning_rate=5e-4)
+    # (and skip the report-only compliance passes of the base policy: tested below)
+    cfg["warm_start"].update(epochs=8, learning_rate=5e-4, compliance_before=False)
     cfg["rollout"].update(max_turn_tokens=48, max_total_tokens=128)
     conf = write_config(cfg, tmp / "config.yaml")
     env = job_env(**{KEY_ENV: SENTINEL})
@@ -389,6 +390,18 @@ def fault_pipeline(tmp_path_factory, tiny_mirror, smollm2_dir):
         "seconds": time.monotonic() - t0,
         "config": cfg,
     }
+
+
+@pytest.mark.slow
+def test_warm_start_without_before_pass(fault_pipeline):
+    # warm_start.compliance_before: false leaves the base policy unmeasured; the trained one is
+    wd, cfg = fault_pipeline["wd"], fault_pipeline["config"]
+    report = json.loads((wd / "results" / "warmstart" / "format.json").read_text())
+    assert report["before"] is None
+    assert set(report["after"]) == {"greedy", "sampled"}
+    assert report["after"]["greedy"]["n"] == cfg["warm_start"]["n_eval"]
+    log = (wd / "logs" / "warm_start.log").read_text()
+    assert log.count("format compliance of") == 2  # after SFT only: greedy and sampled
 
 
 def _all_files(root: Path):

@@ -177,6 +177,8 @@ class WarmStartConfig:
     batch_size: int = schema_default(_WARM_START, "batch_size")
     max_length: int = schema_default(_WARM_START, "max_length")
     n_eval: int = schema_default(_WARM_START, "n_eval")
+    # the before-SFT compliance passes only report (an untrained policy rolls to its token caps)
+    compliance_before: bool = schema_default(_WARM_START, "compliance_before")
     # None: every training question the pool answered
     max_examples: int | None = schema_default(_WARM_START, "max_examples")
     # "relay": the information's text; "gold": the gold answer

@@ -112,7 +112,8 @@ def warmstart(
     models: Models,
     alpha: float | None = None,
 ) -> dict[str, Any]:
-    """SFT the policy on well-formed trajectories; report format compliance before and after.
+    """SFT the policy on well-formed trajectories; report format compliance before (unless
+    ``warm_start.compliance_before`` is off: the report's ``before`` is then None) and after.
 
     With ``warm_start.routing: reward`` the trajectories route by the GRPO reward at ``alpha``
     (required then), and the run is tracked per alpha.
@@ -152,7 +153,7 @@ def warmstart(
             routing_rule=wcfg.routing,
             explore=wcfg.explore,
         )
-        before = compliance(base)
+        before = compliance(base) if wcfg.compliance_before else None
         # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy
         # on 24 GB); the compliance check after reloads them
         pool.release()
@@ -171,7 +172,7 @@ def warmstart(
         after = compliance(Path(model_out))
         report = _warm_start_report(before, after, sft, examples)
         for when, modes in (("before", before), ("after", after)):
-            for mode, vals in modes.items():
+            for mode, vals in (modes or {}).items():
                 mlflow.log_metrics({f"{when}.{mode}.{k}": v for k, v in vals.items()})
         log_json_artifact(report, "warm_start.json")
         write_json_atomic(report, report_out)
