@@ -7,11 +7,13 @@ own, so the whole loop (generate, cut, call the pool, inject, continue) runs for
 from __future__ import annotations
 
 import pytest
+from mlflow.utils.validation import validate_param_and_metric_name
 
 from routerr1.config import PoolEntry, RolloutConfig, TrainConfig
 from routerr1.parse import ModelNameResolver
 from routerr1.reward import call_cost
 from routerr1.rollout import RolloutEngine, cut_at_action
+from routerr1.routing import NO_CALL
 from routerr1.train import RouterReward
 
 pytestmark = pytest.mark.slow
@@ -116,6 +118,31 @@ def test_router_reward_combines_format_outcome_and_cost():
     assert 0.5 <= out[0] <= 1.0  # correct: 0.5 outcome + 0.5 * normalized cost
     assert logged["router/format_ok"] == pytest.approx(2 / 3)
     assert logged["router/pool_calls"] == pytest.approx(2 / 3)
+
+
+def test_router_reward_logs_first_call_shares_per_benchmark():
+    resolver = ModelNameResolver(["Cheap", "Dear"], {})
+    reward = RouterReward(0.0, resolver, TrainConfig())
+    logged = {}
+    reward(
+        prompts=["p"] * 4,
+        completions=["rambling"] * 4,
+        golden_answers=[["x"]] * 4,
+        pool_cost=[0.0] * 4,
+        injected=[0] * 4,
+        pool_calls=[1, 1, 1, 0],
+        invalid_actions=[0] * 4,
+        pool_errors=[0] * 4,
+        first_model=["Dear", "Dear", "Cheap", NO_CALL],
+        qid=["gsm8k/1", "gsm8k/1", "nq/7", "nq/7"],
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    assert logged["router/first/Dear"] == pytest.approx(0.5)
+    assert logged["router/first/Cheap"] == pytest.approx(0.25)
+    assert logged["router/first/no_call"] == pytest.approx(0.25)  # a name MLflow accepts
+    assert logged["router/first/gsm8k/Dear"] == 1.0 and logged["router/first/gsm8k/Cheap"] == 0.0
+    assert logged["router/first/nq/Cheap"] == 0.5 and logged["router/first/nq/no_call"] == 0.5
+    assert all(validate_param_and_metric_name(name) for name in logged)  # MLflow logs them
 
 
 def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from routerr1.precision import resolve_policy_dtype, resolve_precision
 from routerr1.prompt import Descriptor, router_prompts
 from routerr1.reward import CostNormalizer, call_cost, score_trajectory
 from routerr1.rollout import RolloutEngine, Trajectory
+from routerr1.routing import NO_CALL
 from routerr1.shared_prefix import shared_prefix_trainer
 from routerr1.vllm_rollout import VllmConfig, VllmRolloutEngine, check_runtime, grpo_vllm_kwargs
 
@@ -133,6 +135,8 @@ class RouterReward:
         invalid_actions,
         pool_errors,
         log_metric=None,
+        first_model=None,
+        qid=None,
         **_: Any,
     ) -> list[float]:
         self.normalizer.observe(pool_cost)
@@ -166,7 +170,26 @@ class RouterReward:
                 sum(invalid_actions) / max(1, sum(pool_calls) + sum(invalid_actions)),
             )
             log_metric("router/pool_errors", float(sum(pool_errors)))
+            if first_model is not None:
+                self._log_first_calls(first_model, qid, log_metric)
         return [p.total for p in parts]
+
+    def _log_first_calls(self, first_model, qid, log_metric) -> None:
+        """Share of this step's trajectories whose first call went to each pool model, overall
+        and per benchmark (``qid`` is ``benchmark/id``): whether GRPO moves the routing."""
+        models = [*self.resolver.names, NO_CALL]
+        groups = {"": list(first_model)}
+        for q, m in zip(qid or [], first_model, strict=True):
+            groups.setdefault(q.split("/", 1)[0] + "/", []).append(m)
+        for prefix, firsts in groups.items():
+            for model in models:
+                share = sum(f == model for f in firsts) / len(firsts)
+                log_metric(f"router/first/{prefix}{_metric_name(model)}", share)
+
+
+def _metric_name(model: str) -> str:
+    """A pool name as an MLflow metric name may spell it (``(no call)`` becomes ``no_call``)."""
+    return "no_call" if model == NO_CALL else re.sub(r"[^\w.\- /]", "_", model)
 
 
 def reward_cost(traj: Trajectory, pool: Pool, cost_tokens: str = "input_output") -> float:
@@ -207,6 +230,7 @@ def make_rollout_func(engine: RolloutEngine, cost_tokens: str = "input_output"):
             "pool_calls": [len(t.calls) for t in trajs],
             "invalid_actions": [t.invalid_actions for t in trajs],
             "pool_errors": [t.pool_errors for t in trajs],
+            "first_model": [t.calls[0].model if t.calls else NO_CALL for t in trajs],
         }
 
     return rollout_func
