@@ -15,7 +15,10 @@ from routerr1.curves import (
     learning_gain,
     main,
     plot_curves,
+    route_shift,
+    shift_markdown,
     smooth,
+    write_curves,
 )
 from routerr1.tracking import RUN_KEY_TAG, ensure_experiment
 
@@ -148,3 +151,40 @@ def test_cli_writes_the_gain_table(store, tmp_path):
     assert main(args) == 0
     assert gain.read_text().startswith("# Did training raise the reward?")
     assert "| 0 | 1 | 3 | +0.100 | +0.500 | +0.400 | 0.000 | yes (one seed" in gain.read_text()
+
+
+def test_route_shift_tables_each_route_share_against_the_seed_spread(tmp_path):
+    learned = [  # both seeds move maths to the reasoner: 0.3 -> 0.9 and 0.4 -> 0.8
+        _curve(0.0, 0, [0.3] * 10 + [0.9] * 10, metric="router/first/gsm8k/Reason"),
+        _curve(0.0, 1, [0.4] * 10 + [0.8] * 10, metric="router/first/gsm8k/Reason"),
+    ]
+    noise = [  # a factoid route that wanders: +0.1 on average, seeds end 0.6 apart
+        _curve(0.0, 0, [0.5] * 10 + [0.9] * 10, metric="router/first/nq/Cheap"),
+        _curve(0.0, 1, [0.5] * 10 + [0.3] * 10, metric="router/first/nq/Cheap"),
+    ]
+    rare = _curve(0.0, 0, [0.0] * 20, metric="router/first/nq/no_call")  # never taken
+    overall = _curve(0.0, 0, [0.2] * 20, metric="router/first/Reason")
+    reward = _curve(0.0, 0, [0.0] * 20)  # not a route share
+    curves = pd.concat([*learned, *noise, rare, overall, reward]).astype({"seed": "Int64"})
+    shift = route_shift(curves).set_index(["benchmark", "model"])
+    maths = shift.loc[("gsm8k", "Reason")]
+    assert maths["first"] == pytest.approx(0.35) and maths["last"] == pytest.approx(0.85)
+    assert maths["gain"] == pytest.approx(0.5) and maths["seed_spread"] == pytest.approx(0.1)
+    assert shift.loc[("nq", "Cheap"), "seed_spread"] == pytest.approx(0.6)
+    assert shift.loc[("all", "Reason"), "gain"] == pytest.approx(0.0)
+    text = shift_markdown(route_shift(curves))
+    assert "| 0 | gsm8k | Reason | 2 | 0.35 | 0.85 | +0.50 | 0.10 | yes |" in text
+    assert "| 0 | nq | Cheap | 2 | 0.50 | 0.60 | +0.10 | 0.60 | no |" in text
+    assert "no_call" not in text  # under 5% before and after
+
+    # read back from MLflow: every logged router/first/... metric joins the curves and the table
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_experiment(experiment_id=ensure_experiment(uri, "routerr1"))
+    with mlflow.start_run(tags={RUN_KEY_TAG: "train/alpha~0.0", "stage": "train", "alpha": "0.0"}):
+        for step, share in enumerate([0.25, 0.25, 0.75, 1.0], start=1):
+            mlflow.log_metrics({"reward": share, "router/first/gsm8k/Reason": share}, step=step)
+    gain = tmp_path / "gain.md"
+    write_curves(uri, tmp_path / "c.pdf", tmp_path / "c.csv", gain_path=gain, gain_window=2)
+    assert "| 0 | gsm8k | Reason | 1 | 0.25 | 0.88 | +0.62 | 0.00 | yes (one seed) |" in (
+        gain.read_text()
+    )

@@ -12,7 +12,9 @@ replaces the old curve), and writes:
   values faint, a trailing moving average over ``window`` steps on top (a step sees only 4-32
   trajectories, so one step is noise);
 * a markdown table (`learning_gain`): per α, the mean reward of the first and the last
-  ``window`` steps, their gain, and the seed-to-seed spread the gain has to beat.
+  ``window`` steps, their gain, and the seed-to-seed spread the gain has to beat; and the same
+  for each step's share of first calls per benchmark and pool model (``router/first/...``, logged
+  by the router reward): whether training moved the routing.
 
     routerr1 curves                         # results/mlflow.db -> results/learning_curves.pdf
     routerr1 curves --window 10 --out curves.pdf --csv curves.csv
@@ -43,6 +45,8 @@ CURVE_METRICS: tuple[tuple[str, str], ...] = (
     ("entropy", "policy entropy per token"),
 )
 COLUMNS = ["alpha", "seed", "step", "metric", "value"]
+# per-step shares of first calls: router/first/<model> and router/first/<benchmark>/<model>
+ROUTE_SHARE_PREFIX = "router/first/"
 
 
 def train_runs(tracking_uri: str, experiment: str = "routerr1") -> pd.DataFrame:
@@ -77,14 +81,18 @@ def curves_from_mlflow(
     tracking_uri: str,
     experiment: str = "routerr1",
     metrics: Sequence[str] = tuple(m for m, _ in CURVE_METRICS),
+    prefixes: Sequence[str] = (ROUTE_SHARE_PREFIX,),
 ) -> pd.DataFrame:
-    """Per-step values of ``metrics`` for every training run, tidy (see ``COLUMNS``)."""
+    """Per-step values of ``metrics``, and of every logged metric that starts with one of
+    ``prefixes``, for every training run, tidy (see ``COLUMNS``)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     rows = []
     for run in train_runs(tracking_uri, experiment).itertuples(index=False):
-        for metric in metrics:
+        logged = client.get_run(run.run_id).data.metrics
+        found = sorted(k for k in logged if k.startswith(tuple(prefixes)) and k not in metrics)
+        for metric in [*metrics, *found]:
             for m in client.get_metric_history(run.run_id, metric):
                 rows.append((run.alpha, run.seed, int(m.step), metric, float(m.value)))
     out = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64"})
@@ -117,7 +125,11 @@ def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> 
         raise ValueError("curves: no training metrics to plot (did any training run finish?)")
     titles = dict(CURVE_METRICS)
     metrics = [m for m in titles if m in set(curves["metric"])]
-    metrics += sorted(set(curves["metric"]) - set(metrics))
+    # the route shares (a dozen per run) are tabled by route_shift, not drawn
+    others = {m for m in curves["metric"] if not m.startswith(ROUTE_SHARE_PREFIX)}
+    metrics += sorted(others - set(metrics))
+    if not metrics:
+        raise ValueError("curves: no training metrics to plot (did any training run finish?)")
     fig = Figure(figsize=(5.0 * min(3, len(metrics)), 3.6 * ((len(metrics) + 2) // 3)))
     alphas = sorted(curves["alpha"].unique())
     cmap = colormaps["viridis"]
@@ -196,6 +208,53 @@ def learning_gain(curves: pd.DataFrame, metric: str = "reward", window: int = 10
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
+ROUTE_SHIFT_COLUMNS = ["benchmark", "model", *GAIN_COLUMNS]
+
+
+def route_shift(curves: pd.DataFrame, window: int = 10) -> pd.DataFrame:
+    """``learning_gain`` of every route share (``router/first/[benchmark/]model``): per α,
+    benchmark (``all`` for the step's whole batch) and model, the share of first calls in the
+    first and the last ``window`` steps. A share that moves by more than the seeds disagree is
+    routing that GRPO learned (or unlearned), whatever the reward did."""
+    shares = sorted(m for m in curves["metric"].unique() if m.startswith(ROUTE_SHARE_PREFIX))
+    parts = []
+    for metric in shares:
+        benchmark, _, model = metric.removeprefix(ROUTE_SHARE_PREFIX).rpartition("/")
+        gain = learning_gain(curves, metric=metric, window=window)
+        parts.append(gain.assign(benchmark=benchmark or "all", model=model))
+    if not parts:
+        return pd.DataFrame(columns=ROUTE_SHIFT_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)[ROUTE_SHIFT_COLUMNS]
+    return out.sort_values(["alpha", "benchmark", "model"]).reset_index(drop=True)
+
+
+def shift_markdown(shift: pd.DataFrame, window: int = 10, min_share: float = 0.05) -> str:
+    """``route_shift`` as a markdown section (routes under ``min_share`` before and after left
+    out)."""
+    lines = [
+        "# Did training move the routing?",
+        "",
+        "Per α, benchmark and pool model: the share of first calls in the first and the last",
+        f"{window} GRPO steps (sampled training rollouts), averaged over seeds, and the range of",
+        "the seeds' last shares. A route moved only where the change exceeds that spread.",
+        "",
+        "| α | benchmark | model | seeds | first | last | change | seed spread | moved |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    kept = shift[(shift["first"] >= min_share) | (shift["last"] >= min_share)]
+    for r in kept.itertuples(index=False):
+        moved = "yes" if abs(r.gain) > r.seed_spread else "no"
+        if r.seeds < 2:
+            moved += " (one seed)"
+        lines.append(
+            f"| {r.alpha:g} | {r.benchmark} | {r.model} | {r.seeds} | {r.first:.2f} "
+            f"| {r.last:.2f} | {r.gain:+.2f} | {r.seed_spread:.2f} | {moved} |"
+        )
+    if kept.empty:
+        lines.append("| (no route shares logged) | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def gain_markdown(gain: pd.DataFrame, metric: str = "reward", window: int = 10) -> str:
     """`learning_gain` as a markdown section."""
     lines = [
@@ -238,6 +297,8 @@ def write_curves(
     plot_curves(curves, pdf_path, window)
     if gain_path is not None:
         text = gain_markdown(learning_gain(curves, window=gain_window), window=gain_window)
+        if curves["metric"].str.startswith(ROUTE_SHARE_PREFIX).any():
+            text += "\n" + shift_markdown(route_shift(curves, gain_window), gain_window)
         with atomic_path(gain_path) as tmp:
             Path(tmp).write_text(text)
     return curves
