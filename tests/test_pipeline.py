@@ -212,6 +212,10 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     reward = curves[curves["metric"] == "reward"]
     points = sorted(zip(reward["alpha"], reward["step"], strict=True))
     assert points == [(0.0, 1), (0.0, 2), (0.9, 1), (0.9, 2)]
+    # each step's share of first calls per pool model, and the route-shift table built on them
+    shares = set(curves.loc[curves["metric"].str.startswith("router/first/"), "metric"])
+    assert {"router/first/SmolLM2-Cheap", "router/first/SmolLM2-Dear"} <= shares
+    assert "# Did training move the routing?" in (res / "learning_gain.md").read_text()
 
     # the Snakemake HTML report embeds the annotated figures and table
     snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
