@@ -112,6 +112,7 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
         ["policy-qwen0.5b.yaml"],
         ["cpu-routing.yaml"],
         ["cpu-routing.yaml", "cpu-routing-unseen.yaml"],
+        ["cpu-routing.yaml", "cpu-routing-learn.yaml"],
     ],
 )
 def test_overlays_validate_on_top_of_the_default(overlays):
