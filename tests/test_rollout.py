@@ -143,6 +143,26 @@ def test_router_reward_logs_first_call_shares_per_benchmark():
     assert logged["router/first/gsm8k/Dear"] == 1.0 and logged["router/first/gsm8k/Cheap"] == 0.0
     assert logged["router/first/nq/Cheap"] == 0.5 and logged["router/first/nq/no_call"] == 0.5
     assert all(validate_param_and_metric_name(name) for name in logged)  # MLflow logs them
+    # without question ids (a dataset without them) only the overall shares are logged
+    logged.clear()
+    reward(
+        prompts=["p"],
+        completions=["rambling"],
+        golden_answers=[["x"]],
+        pool_cost=[0.0],
+        injected=[0],
+        pool_calls=[1],
+        invalid_actions=[0],
+        pool_errors=[0],
+        first_model=["Cheap"],
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    shares = {k: v for k, v in logged.items() if k.startswith("router/first/")}
+    assert shares == {
+        "router/first/Cheap": 1.0,
+        "router/first/Dear": 0.0,
+        "router/first/no_call": 0.0,
+    }
 
 
 def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):

@@ -179,7 +179,7 @@ class RouterReward:
         and per benchmark (``qid`` is ``benchmark/id``): whether GRPO moves the routing."""
         models = [*self.resolver.names, NO_CALL]
         groups = {"": list(first_model)}
-        for q, m in zip(qid or [], first_model, strict=True):
+        for q, m in zip(qid, first_model, strict=True) if qid is not None else ():
             groups.setdefault(q.split("/", 1)[0] + "/", []).append(m)
         for prefix, firsts in groups.items():
             for model in models:
