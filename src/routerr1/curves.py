@@ -121,14 +121,12 @@ def plot_curves(curves: pd.DataFrame, pdf_path: str | Path, window: int = 5) -> 
     if "seed" not in curves.columns:  # a CSV written before seeds: one run per alpha
         curves = curves.assign(seed=pd.NA)
     curves = curves.assign(seed=curves["seed"].astype("Int64").fillna(-1))
-    if curves.empty:
-        raise ValueError("curves: no training metrics to plot (did any training run finish?)")
     titles = dict(CURVE_METRICS)
     metrics = [m for m in titles if m in set(curves["metric"])]
     # the route shares (a dozen per run) are tabled by route_shift, not drawn
     others = {m for m in curves["metric"] if not m.startswith(ROUTE_SHARE_PREFIX)}
     metrics += sorted(others - set(metrics))
-    if not metrics:
+    if not metrics:  # an empty frame, or route shares only
         raise ValueError("curves: no training metrics to plot (did any training run finish?)")
     fig = Figure(figsize=(5.0 * min(3, len(metrics)), 3.6 * ((len(metrics) + 2) // 3)))
     alphas = sorted(curves["alpha"].unique())
