@@ -10,11 +10,13 @@ import pytest
 
 from routerr1.curves import (
     COLUMNS,
+    collapse_markdown,
     curves_from_mlflow,
     gain_markdown,
     learning_gain,
     main,
     plot_curves,
+    route_collapse,
     route_shift,
     shift_markdown,
     smooth,
@@ -188,3 +190,37 @@ def test_route_shift_tables_each_route_share_against_the_seed_spread(tmp_path):
     assert "| 0 | gsm8k | Reason | 1 | 0.25 | 0.88 | +0.62 | 0.00 | yes (one seed) |" in (
         gain.read_text()
     )
+    # one benchmark's route at 100% is not a collapse of the whole batch
+    assert "# Did a run collapse onto one route?" in gain.read_text()
+    assert "| (none) |" in gain.read_text()
+
+
+def test_route_collapse_finds_the_longest_stretch_on_one_route():
+    shares = [0.25, 0.7, 0.9, 1.0, 1.0, 1.0, 0.95, 0.8, 1.0, 1.0]  # >= 0.95 at steps 4-7
+    collapsed = [
+        _curve(0.0, 0, shares, metric="router/first/Qwen"),
+        _curve(0.0, 0, [1 - v for v in shares], metric="router/first/Gemma"),
+        # a per-benchmark share at 1.0 throughout is not the whole batch's route
+        _curve(0.0, 0, [1.0] * 10, metric="router/first/nq/Gemma"),
+        _curve(0.0, 0, [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5], "frac_reward_zero_std"),
+    ]
+    wandering = [  # seed 1: two steps on one route is not a collapse
+        _curve(0.0, 1, [0.5, 1.0, 1.0, 0.5, 0.2, 0.5], metric="router/first/Qwen"),
+        _curve(0.0, 1, [0.5, 0.0, 0.0, 0.5, 0.8, 0.5], metric="router/first/Gemma"),
+    ]
+    untagged = _curve(0.9, None, [1.0] * 4, metric="router/first/no_call")  # never calls
+    curves = pd.concat([*collapsed, *wandering, untagged]).astype({"seed": "Int64"})
+    out = route_collapse(curves)
+    assert len(out) == 2
+    qwen, never = out.iloc[0], out.iloc[1]
+    assert (qwen["alpha"], qwen["seed"], qwen["model"]) == (0.0, 0, "Qwen")
+    assert (qwen["from_step"], qwen["to_step"], qwen["steps"]) == (4, 7, 4)
+    assert qwen["zero_spread"] == pytest.approx(0.875)  # steps 4-7: 1, 1, 1, 0.5
+    assert (never["model"], never["steps"]) == ("no_call", 4) and pd.isna(never["seed"])
+    assert pd.isna(never["zero_spread"])  # not logged
+    text = collapse_markdown(out)
+    assert "| 0 | 0 | Qwen | 4 | 4 | 7 | 0.88 |" in text
+    assert "| 0.9 |  | no_call | 4 | 1 | 4 |  |" in text
+    assert "| (none) |" in collapse_markdown(route_collapse(curves[curves["seed"] == 1]))
+    with pytest.raises(ValueError, match="share"):
+        route_collapse(curves, share=0.4)

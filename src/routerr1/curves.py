@@ -14,7 +14,8 @@ replaces the old curve), and writes:
 * a markdown table (`learning_gain`): per α, the mean reward of the first and the last
   ``window`` steps, their gain, and the seed-to-seed spread the gain has to beat; and the same
   for each step's share of first calls per benchmark and pool model (``router/first/...``, logged
-  by the router reward): whether training moved the routing.
+  by the router reward): whether training moved the routing; and whether a run collapsed onto
+  one route (``route_collapse``).
 
     routerr1 curves                         # results/mlflow.db -> results/learning_curves.pdf
     routerr1 curves --window 10 --out curves.pdf --csv curves.csv
@@ -253,6 +254,93 @@ def shift_markdown(shift: pd.DataFrame, window: int = 10, min_share: float = 0.0
     return "\n".join(lines) + "\n"
 
 
+COLLAPSE_COLUMNS = ["alpha", "seed", "model", "from_step", "to_step", "steps", "zero_spread"]
+
+
+def _longest_stretch(held: Sequence[bool]) -> tuple[int, int]:
+    """(start index, length) of the longest run of True in ``held``; (0, 0) if none."""
+    best, start = (0, 0), None
+    for i, on in enumerate([*held, False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if i - start > best[1]:
+                best = (start, i - start)
+            start = None
+    return best
+
+
+def route_collapse(curves: pd.DataFrame, share: float = 0.95, min_steps: int = 3) -> pd.DataFrame:
+    """Runs whose sampled rollouts collapsed onto one route: one model (or ``no_call``) took at
+    least ``share`` of a step's first calls for ``min_steps`` or more steps in a row. Then every
+    group is one model answering alike, its rewards have no spread, and GRPO has no advantage to
+    leave that route with. Per α and seed, the longest such stretch, and the mean share of
+    zero-spread groups (``frac_reward_zero_std``) over it (NaN where not logged)."""
+    if not 0.5 < share <= 1.0:
+        raise ValueError(f"share: {share!r} must be in (0.5, 1]")
+    if min_steps < 1:
+        raise ValueError(f"min_steps: {min_steps!r} must be at least 1")
+    curves = curves.assign(seed=curves["seed"].astype("Int64").fillna(-1))  # -1: no seed tag
+    route = curves["metric"].str.removeprefix(ROUTE_SHARE_PREFIX)
+    # the whole batch's shares only: router/first/<model>, not router/first/<benchmark>/<model>
+    overall = curves[curves["metric"].str.startswith(ROUTE_SHARE_PREFIX) & ~route.str.contains("/")]
+    rows = []
+    for (alpha, seed), run in overall.groupby(["alpha", "seed"], sort=True):
+        stretches = []
+        for metric, shares in run.groupby("metric"):
+            shares = shares.sort_values("step")
+            start, n = _longest_stretch(list(shares["value"] >= share))
+            steps = shares["step"].to_numpy()
+            if n >= min_steps:
+                stretches.append((n, metric, int(steps[start]), int(steps[start + n - 1])))
+        if not stretches:
+            continue
+        n, metric, first, last = max(stretches)
+        mine = curves[
+            (curves["metric"] == "frac_reward_zero_std")
+            & (curves["alpha"] == alpha)
+            & (curves["seed"] == seed)
+            & curves["step"].between(first, last)
+        ]
+        rows.append(
+            {
+                "alpha": float(alpha),
+                "seed": None if seed == -1 else int(seed),
+                "model": metric.removeprefix(ROUTE_SHARE_PREFIX),
+                "from_step": first,
+                "to_step": last,
+                "steps": n,
+                "zero_spread": float(mine["value"].mean()) if len(mine) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS).astype({"seed": "Int64"})
+
+
+def collapse_markdown(collapse: pd.DataFrame, share: float = 0.95, min_steps: int = 3) -> str:
+    """``route_collapse`` as a markdown section."""
+    lines = [
+        "# Did a run collapse onto one route?",
+        "",
+        f"A run collapsed where one model took at least {share:.0%} of a step's first calls for",
+        f"{min_steps} or more steps in a row (its longest such stretch below). Its groups then",
+        "have no reward spread, so GRPO cannot leave that route: a constant router, whatever it",
+        "scores.",
+        "",
+        "| α | seed | route | steps | from | to | zero-spread groups |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in collapse.itertuples(index=False):
+        seed = "" if pd.isna(r.seed) else str(r.seed)
+        zero = "" if pd.isna(r.zero_spread) else f"{r.zero_spread:.2f}"
+        lines.append(
+            f"| {r.alpha:g} | {seed} | {r.model} | {r.steps} | {r.from_step} | {r.to_step} "
+            f"| {zero} |"
+        )
+    if collapse.empty:
+        lines.append("| (none) | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def gain_markdown(gain: pd.DataFrame, metric: str = "reward", window: int = 10) -> str:
     """`learning_gain` as a markdown section."""
     lines = [
@@ -297,6 +385,7 @@ def write_curves(
         text = gain_markdown(learning_gain(curves, window=gain_window), window=gain_window)
         if curves["metric"].str.startswith(ROUTE_SHARE_PREFIX).any():
             text += "\n" + shift_markdown(route_shift(curves, gain_window), gain_window)
+            text += "\n" + collapse_markdown(route_collapse(curves))
         with atomic_path(gain_path) as tmp:
             Path(tmp).write_text(text)
     return curves
