@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,31 +228,54 @@ def route_shift(curves: pd.DataFrame, window: int = 10) -> pd.DataFrame:
     return out.sort_values(["alpha", "benchmark", "model"]).reset_index(drop=True)
 
 
+def _markdown_section(
+    title: str, prose: str, columns: Sequence[str], align: str, rows: Sequence[Sequence]
+) -> str:
+    """A ``# title``, a paragraph, and a table (``align``: one of ``l``/``r`` per column); an
+    empty table gets one row saying so."""
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    head = "| " + " | ".join(columns) + " |"
+    lines = [f"# {title}", "", *textwrap.wrap(prose, 90), "", head, rule]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    if not rows:
+        lines.append("| (none) |" + " |" * (len(columns) - 1))
+    return "\n".join(lines) + "\n"
+
+
 def shift_markdown(shift: pd.DataFrame, window: int = 10, min_share: float = 0.05) -> str:
     """``route_shift`` as a markdown section (routes under ``min_share`` before and after left
     out)."""
-    lines = [
-        "# Did training move the routing?",
-        "",
-        "Per α, benchmark and pool model: the share of first calls in the first and the last",
-        f"{window} GRPO steps (sampled training rollouts), averaged over seeds, and the range of",
-        "the seeds' last shares. A route moved only where the change exceeds that spread.",
-        "",
-        "| α | benchmark | model | seeds | first | last | change | seed spread | moved |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---|",
-    ]
     kept = shift[(shift["first"] >= min_share) | (shift["last"] >= min_share)]
+    rows = []
     for r in kept.itertuples(index=False):
         moved = "yes" if abs(r.gain) > r.seed_spread else "no"
         if r.seeds < 2:
             moved += " (one seed)"
-        lines.append(
-            f"| {r.alpha:g} | {r.benchmark} | {r.model} | {r.seeds} | {r.first:.2f} "
-            f"| {r.last:.2f} | {r.gain:+.2f} | {r.seed_spread:.2f} | {moved} |"
+        rows.append(
+            (
+                f"{r.alpha:g}",
+                r.benchmark,
+                r.model,
+                r.seeds,
+                f"{r.first:.2f}",
+                f"{r.last:.2f}",
+                f"{r.gain:+.2f}",
+                f"{r.seed_spread:.2f}",
+                moved,
+            )
         )
-    if kept.empty:
-        lines.append("| (no route shares logged) | | | | | | | | |")
-    return "\n".join(lines) + "\n"
+    return _markdown_section(
+        "Did training move the routing?",
+        (
+            "Per α, benchmark and pool model: the share of first calls in the first and the "
+            f"last {window} GRPO steps (sampled training rollouts), averaged over seeds, and the "
+            "range of the seeds' last shares. A route moved only where the change exceeds that "
+            "spread."
+        ),
+        ["α", "benchmark", "model", "seeds", "first", "last", "change", "seed spread", "moved"],
+        "rllrrrrrl",
+        rows,
+    )
 
 
 COLLAPSE_COLUMNS = ["alpha", "seed", "model", "from_step", "to_step", "steps", "zero_spread"]
@@ -318,52 +342,62 @@ def route_collapse(curves: pd.DataFrame, share: float = 0.95, min_steps: int = 3
 
 def collapse_markdown(collapse: pd.DataFrame, share: float = 0.95, min_steps: int = 3) -> str:
     """``route_collapse`` as a markdown section."""
-    lines = [
-        "# Did a run collapse onto one route?",
-        "",
-        f"A run collapsed where one model took at least {share:.0%} of a step's first calls for",
-        f"{min_steps} or more steps in a row (its longest such stretch below). Its groups then",
-        "have no reward spread, so GRPO cannot leave that route: a constant router, whatever it",
-        "scores.",
-        "",
-        "| α | seed | route | steps | from | to | zero-spread groups |",
-        "|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for r in collapse.itertuples(index=False):
-        seed = "" if pd.isna(r.seed) else str(r.seed)
-        zero = "" if pd.isna(r.zero_spread) else f"{r.zero_spread:.2f}"
-        lines.append(
-            f"| {r.alpha:g} | {seed} | {r.model} | {r.steps} | {r.from_step} | {r.to_step} "
-            f"| {zero} |"
+    rows = [
+        (
+            f"{r.alpha:g}",
+            "" if pd.isna(r.seed) else r.seed,
+            r.model,
+            r.steps,
+            r.from_step,
+            r.to_step,
+            "" if pd.isna(r.zero_spread) else f"{r.zero_spread:.2f}",
         )
-    if collapse.empty:
-        lines.append("| (none) | | | | | | |")
-    return "\n".join(lines) + "\n"
+        for r in collapse.itertuples(index=False)
+    ]
+    return _markdown_section(
+        "Did a run collapse onto one route?",
+        (
+            f"A run collapsed where one model took at least {share:.0%} of a step's first calls "
+            f"for {min_steps} or more steps in a row (its longest such stretch below). Its groups "
+            "then have no reward spread, so GRPO cannot leave that route: a constant router, "
+            "whatever it scores."
+        ),
+        ["α", "seed", "route", "steps", "from", "to", "zero-spread groups"],
+        "rrlrrrr",
+        rows,
+    )
 
 
 def gain_markdown(gain: pd.DataFrame, metric: str = "reward", window: int = 10) -> str:
     """`learning_gain` as a markdown section."""
-    lines = [
-        f"# Did training raise the {metric}?",
-        "",
-        f"Per α: the mean {metric} of the first and the last {window} GRPO steps (the halves of a",
-        "shorter run), averaged over seeds, and the range of the seeds' last values. The curve",
-        "counts as learning only where the gain exceeds that seed-to-seed spread.",
-        "",
-        "| α | seeds | steps | first | last | gain | seed spread | learns |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     for r in gain.itertuples(index=False):
         learns = "yes" if r.learns else "no"
         if r.seeds < 2:
             learns += " (one seed: no spread to beat)"
-        lines.append(
-            f"| {r.alpha:g} | {r.seeds} | {r.steps} | {r.first:+.3f} | {r.last:+.3f} "
-            f"| {r.gain:+.3f} | {r.seed_spread:.3f} | {learns} |"
+        rows.append(
+            (
+                f"{r.alpha:g}",
+                r.seeds,
+                r.steps,
+                f"{r.first:+.3f}",
+                f"{r.last:+.3f}",
+                f"{r.gain:+.3f}",
+                f"{r.seed_spread:.3f}",
+                learns,
+            )
         )
-    if gain.empty:
-        lines.append("| (no run with two or more steps) | | | | | | | |")
-    return "\n".join(lines) + "\n"
+    return _markdown_section(
+        f"Did training raise the {metric}?",
+        (
+            f"Per α: the mean {metric} of the first and the last {window} GRPO steps (the halves "
+            "of a shorter run), averaged over seeds, and the range of the seeds' last values. The "
+            "curve counts as learning only where the gain exceeds that seed-to-seed spread."
+        ),
+        ["α", "seeds", "steps", "first", "last", "gain", "seed spread", "learns"],
+        "rrrrrrrl",
+        rows,
+    )
 
 
 def write_curves(
