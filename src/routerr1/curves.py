@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    n_runs = curves["alpha"].nunique()
+    n_runs = len(curves[["alpha", "seed"]].drop_duplicates())  # one run per α and seed
     print(f"{n_runs} training run(s), {len(curves)} points -> {args.out}, {args.csv}")
     return 0
 
