@@ -80,7 +80,7 @@ def test_cli_writes_csv_and_pdf(store, tmp_path, capsys):
     assert pdf.read_bytes().startswith(b"%PDF")
     back = pd.read_csv(csv)
     assert set(back["metric"]) == {"reward", "router/em", "router/pool_calls"}
-    assert "2 training run(s)" in capsys.readouterr().out
+    assert "3 training run(s)" in capsys.readouterr().out  # α 0, α 0.9 and its seed 1
 
 
 def test_cli_errors_name_the_problem(store, tmp_path, capsys):
