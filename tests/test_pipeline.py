@@ -215,7 +215,9 @@ def test_smoke_dag_end_to_end(tmp_path_factory, tiny_mirror):
     # each step's share of first calls per pool model, and the route-shift table built on them
     shares = set(curves.loc[curves["metric"].str.startswith("router/first/"), "metric"])
     assert {"router/first/SmolLM2-Cheap", "router/first/SmolLM2-Dear"} <= shares
-    assert "# Did training move the routing?" in (res / "learning_gain.md").read_text()
+    gain = (res / "learning_gain.md").read_text()
+    assert "# Did training move the routing?" in gain
+    assert "# Did a run collapse onto one route?" in gain
 
     # the Snakemake HTML report embeds the annotated figures and table
     snakemake(wd, tiny_mirror, "--report", str(res / "report.html"))
