@@ -296,23 +296,39 @@ def test_cost_tokens():
 # -- train.lr_scheduler and train.weight_decay ------------------------------------------------
 
 
-@pytest.mark.parametrize(("schedule", "decay"), [("linear", 0.0), ("constant", 0.01)])
-def test_optimizer_args(tmp_path, schedule, decay):
+@pytest.mark.parametrize(
+    ("schedule", "decay", "warmup", "rates"),
+    [
+        ("linear", 0.0, 0, {1: 9e-4, 5: 5e-4}),
+        ("constant", 0.01, 0, {1: 1e-3, 5: 1e-3}),
+        # warmup ramps 0 -> lr over 4 steps, then the schedule: constant holds, linear decays
+        ("constant", 0.0, 4, {0: 0.0, 2: 5e-4, 4: 1e-3, 8: 1e-3}),
+        ("linear", 0.0, 4, {2: 5e-4, 4: 1e-3, 7: 5e-4}),
+    ],
+)
+def test_optimizer_args(tmp_path, schedule, decay, warmup, rates):
     import torch
     from transformers import get_scheduler
     from trl import GRPOConfig
 
-    args = optimizer_args(TrainConfig(lr_scheduler=schedule, weight_decay=decay))
+    args = optimizer_args(
+        TrainConfig(lr_scheduler=schedule, weight_decay=decay, warmup_steps=warmup)
+    )
     grpo = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, learning_rate=1e-3, **args)
     assert grpo.weight_decay == decay
     params = [torch.nn.Parameter(torch.zeros(1))]
     opt = torch.optim.AdamW(params, lr=grpo.learning_rate, weight_decay=grpo.weight_decay)
-    sched = get_scheduler(grpo.lr_scheduler_type, opt, num_warmup_steps=0, num_training_steps=10)
-    for _ in range(5):
+    total = 10
+    sched = get_scheduler(
+        grpo.lr_scheduler_type, opt, num_warmup_steps=grpo.warmup_steps, num_training_steps=total
+    )
+    seen = {0: sched.get_last_lr()[0]}
+    for step in range(1, total):
         opt.step()
         sched.step()
-    halfway = sched.get_last_lr()[0]
-    assert halfway == pytest.approx(1e-3 if schedule == "constant" else 5e-4)
+        seen[step] = sched.get_last_lr()[0]
+    for step, rate in rates.items():
+        assert seen[step] == pytest.approx(rate, abs=1e-12), f"step {step}"
 
 
 @pytest.mark.parametrize(
@@ -325,6 +341,7 @@ def test_optimizer_args(tmp_path, schedule, decay):
         (lambda: TrainConfig(cost_tokens="input"), "train.cost_tokens"),
         (lambda: TrainConfig(lr_scheduler="cosine"), "train.lr_scheduler"),
         (lambda: TrainConfig(cost_tie_value=2.0), "train.cost_tie_value"),
+        (lambda: TrainConfig(warmup_steps=-1), "train.warmup_steps"),
     ],
 )
 def test_a_bad_parity_value_names_its_field(make, field):

@@ -308,8 +308,16 @@ def batch_geometry(
 
 
 def optimizer_args(train_cfg: TrainConfig) -> dict[str, Any]:
-    """GRPOConfig's schedule and weight decay (Router-R1: constant learning rate, decay 0.01)."""
-    return {"lr_scheduler_type": train_cfg.lr_scheduler, "weight_decay": train_cfg.weight_decay}
+    """GRPOConfig's schedule, warmup and weight decay (Router-R1: constant learning rate, no
+    warmup, decay 0.01)."""
+    schedule = train_cfg.lr_scheduler
+    if schedule == "constant" and train_cfg.warmup_steps:
+        schedule = "constant_with_warmup"  # transformers' "constant" ignores warmup steps
+    return {
+        "lr_scheduler_type": schedule,
+        "warmup_steps": train_cfg.warmup_steps,
+        "weight_decay": train_cfg.weight_decay,
+    }
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:

@@ -102,6 +102,7 @@ class TrainConfig:
     cost_tokens: str = schema_default(_TRAIN, "cost_tokens")
     lr_scheduler: str = schema_default(_TRAIN, "lr_scheduler")
     weight_decay: float = schema_default(_TRAIN, "weight_decay", float)
+    warmup_steps: int = schema_default(_TRAIN, "warmup_steps")
     save_steps: int = schema_default(_TRAIN, "save_steps")
     # auto | bf16 | fp32, resolved on the machine that trains
     precision: str = schema_default(_TRAIN, "precision")
@@ -115,6 +116,8 @@ class TrainConfig:
         check_choice("train.format_rules", self.format_rules, ("routerr1", "router-r1"))
         check_choice("train.cost_tokens", self.cost_tokens, ("input_output", "output"))
         check_choice("train.lr_scheduler", self.lr_scheduler, ("linear", "constant"))
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps: must be >= 0, got {self.warmup_steps!r}")
         tie = self.cost_tie_value
         if tie is not None and not 0.0 <= tie <= 1.0:
             raise ConfigError(f"train.cost_tie_value: must be in [0, 1] or null, got {tie!r}")
