@@ -357,8 +357,9 @@ def collapse_markdown(collapse: pd.DataFrame, share: float = 0.95, min_steps: in
     return _markdown_section(
         "Did a run collapse onto one route?",
         (
-            f"A run collapsed where one model took at least {share:.0%} of a step's first calls "
-            f"for {min_steps} or more steps in a row (its longest such stretch below). Its groups "
+            f"A run collapsed where one route (a pool model, or no call) took at least {share:.0%} "
+            f"of a step's first calls for {min_steps} or more steps in a row (its longest such "
+            "stretch below). Its groups "
             "then have no reward spread, so GRPO cannot leave that route: a constant router, "
             "whatever it scores."
         ),
