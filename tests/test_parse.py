@@ -370,3 +370,20 @@ def test_generated_well_formed_trajectories_pass(turns, final: str, answer: str)
     result = check_format(traj, resolver, injected_information=len(turns))
     assert result == FormatResult(True, None), result.reason
     assert extract_answer(traj) == answer.strip()
+
+
+def test_failure_kind_drops_the_particulars(resolver: ModelNameResolver) -> None:
+    """Failures of one rule share a kind whatever block, name or count they name."""
+    unknown = check_format(GOOD.replace("SmolLM2-135M", "GPT-5"), resolver)
+    no_colon = check_format(GOOD.replace("SmolLM2-135M: Who", "Who"), resolver)
+    assert unknown.kind == no_colon.kind == "invalid_search"
+    no_info = check_format(
+        GOOD.replace("<information>William Shakespeare</information>\n", ""), resolver
+    )
+    assert no_info.kind == "search_blocks_but_information_blocks"
+    empty_second = check_format(
+        GOOD.replace("<think>It says Shakespeare.</think>", "<think></think>"), resolver
+    )
+    assert empty_second.kind == "empty_think_block"
+    assert check_format("x", resolver).kind == "does_not_start_with_think"
+    assert check_format(GOOD, resolver).kind is None

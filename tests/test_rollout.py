@@ -117,6 +117,10 @@ def test_router_reward_combines_format_outcome_and_cost():
     assert out[1] == pytest.approx(0.0)  # well-formed but wrong: no cost credit either
     assert 0.5 <= out[0] <= 1.0  # correct: 0.5 outcome + 0.5 * normalized cost
     assert logged["router/format_ok"] == pytest.approx(2 / 3)
+    # the broken rule is counted by kind, and only failures are
+    fails = {k: v for k, v in logged.items() if k.startswith("router/format_fail/")}
+    assert fails == {"router/format_fail/does_not_start_with_think": pytest.approx(1 / 3)}
+    assert all(validate_param_and_metric_name(name) for name in fails)
     assert logged["router/pool_calls"] == pytest.approx(2 / 3)
 
 

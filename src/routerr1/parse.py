@@ -267,6 +267,16 @@ class FormatResult:
     ok: bool
     reason: str | None  # the first rule that failed; None when ok
 
+    @property
+    def kind(self) -> str | None:
+        """The failed rule without its particulars (block numbers, names, tags), as a metric name
+        may spell it: ``invalid search 2: unknown model 'X'`` -> ``invalid_search``. Counting
+        kinds over a training step shows which rule a policy breaks."""
+        if self.reason is None:
+            return None
+        rule = re.split(r"[:(]", self.reason, maxsplit=1)[0]
+        return re.sub(r"[^a-z]+", "_", re.sub(r"\d+", "", rule.lower())).strip("_") or "other"
+
 
 @dataclass(frozen=True)
 class _Block:

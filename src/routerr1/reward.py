@@ -184,6 +184,7 @@ class RewardBreakdown:
     outcome_f1: float
     cost: float
     cost_norm: float
+    format_kind: str | None = None  # FormatResult.kind: the failed rule, for per-step counts
 
 
 def score_trajectory(
@@ -227,6 +228,7 @@ def score_trajectory(
         total=total,
         format_ok=fmt.ok,
         format_reason=fmt.reason,
+        format_kind=fmt.kind,
         outcome_em=em,
         outcome_f1=f1,
         cost=cost,

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -160,6 +161,8 @@ class RouterReward:
         if log_metric is not None:
             n = len(parts)
             log_metric("router/format_ok", sum(p.format_ok for p in parts) / n)
+            for kind, count in Counter(p.format_kind for p in parts if not p.format_ok).items():
+                log_metric(f"router/format_fail/{kind}", count / n)
             log_metric("router/em", sum(p.outcome_em for p in parts) / n)
             log_metric("router/f1", sum(p.outcome_f1 for p in parts) / n)
             log_metric("router/cost", sum(pool_cost) / n)
