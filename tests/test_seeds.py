@@ -129,11 +129,11 @@ def test_job_file_carries_the_seed_and_older_files_mean_the_top_level_seed(tmp_p
     assert calls[-1]["seed"] is None
 
 
-def _plan(workdir: Path, mirror: Path, configfile: Path) -> str:
+def _plan(workdir: Path, mirror: Path, configfile: Path, *targets: str) -> str:
     cmd = [
         str(SNAKEMAKE),
         *("-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(configfile)),
-        *("--config", f"data_mirror={mirror}", "-n", "--quiet", "rules"),
+        *("--config", f"data_mirror={mirror}", "-n", "--quiet", "rules", "--", *targets),
     ]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -48,6 +48,7 @@ class TrainJob:
     model_out: str
     seed: int | None = None  # None: the top-level seed (train.seeds)
     models: tuple[str, ...] = ()  # the fetched model folders the pool loads (input.models)
+    answers_in: str | None = None  # pool answers, for train.prompt_filter: routes_differ
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(str(m) for m in self.models))  # JSON: a list

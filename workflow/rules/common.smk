@@ -23,6 +23,14 @@ def grpo_policy(wildcards):
         return f"results/warmstart/alpha~{wildcards.alpha}/model"
     return "results/warmstart/model"
 
+
+def prompt_filter_answers(wildcards):
+    """The pool answers train.prompt_filter reads; with no filter GRPO needs none."""
+    if config["train"]["prompt_filter"] == "none":
+        return []
+    return rules.pool_answers.output[0]
+
+
 ALPHAS = [alpha_label(a) for a in config["train"]["alphas"]]
 # One router per alpha and training seed. The top-level seed keeps the one-seed paths
 # (results/train/alpha~A/model, results/eval/router/alpha~A.parquet): the outputs of every

@@ -57,6 +57,7 @@ rule train_router:
         descriptors="results/pool/descriptors.json",
         policy=grpo_policy,
         models=[model_dir(k) for k in POOL_MODEL_KEYS],
+        answers=prompt_filter_answers,
     output:
         directory("results/train/alpha~{alpha}/model"),
     log:
@@ -82,6 +83,7 @@ rule train_router_seed:
         descriptors="results/pool/descriptors.json",
         policy=grpo_policy,
         models=[model_dir(k) for k in POOL_MODEL_KEYS],
+        answers=prompt_filter_answers,
     output:
         directory("results/train/alpha~{alpha}/seed~{seed}/model"),
     log:

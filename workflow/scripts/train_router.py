@@ -13,6 +13,8 @@ with snakemake_job(snakemake):
             checkpoints=snakemake.params.checkpoints,
             model_out=snakemake.output[0],
             models=tuple(snakemake.input.models),
+            # train.prompt_filter's pool answers; none without a filter
+            answers_in=str(snakemake.input.answers) if snakemake.input.answers else None,
         ),
         gpus=int(getattr(snakemake.resources, "gpu", 0) or 0),
     )

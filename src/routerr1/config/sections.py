@@ -94,6 +94,7 @@ class TrainConfig:
     learning_rate: float = schema_default(_TRAIN, "learning_rate", float)
     beta: float = schema_default(_TRAIN, "beta", float)
     outcome: str = schema_default(_TRAIN, "outcome")
+    prompt_filter: str = schema_default(_TRAIN, "prompt_filter")
     cost_on_correct_only: bool = schema_default(_TRAIN, "cost_on_correct_only")
     cost_window: int = schema_default(_TRAIN, "cost_window")
     # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
@@ -116,6 +117,7 @@ class TrainConfig:
         check_choice("train.format_rules", self.format_rules, ("routerr1", "router-r1"))
         check_choice("train.cost_tokens", self.cost_tokens, ("input_output", "output"))
         check_choice("train.lr_scheduler", self.lr_scheduler, ("linear", "constant"))
+        check_choice("train.prompt_filter", self.prompt_filter, ("none", "routes_differ"))
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps: must be >= 0, got {self.warmup_steps!r}")
         tie = self.cost_tie_value

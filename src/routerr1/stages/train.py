@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -17,6 +17,9 @@ from routerr1.config import PER_ALPHA_ROUTING, RunConfig
 from routerr1.io import write_json_atomic, write_parquet_atomic
 from routerr1.prompt import router_prompts
 from routerr1.stages.common import load_descriptors, loadable, open_pool, pool_stage
+
+if TYPE_CHECKING:
+    from routerr1.data import QARecord
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,34 @@ def warmstart(
 
 
 # -- train -------------------------------------------------------------------------------------
+def training_questions(run: RunConfig, train_in: str, answers_in: str | None) -> list[QARecord]:
+    """The questions GRPO samples: all of ``train_in``, or those ``train.prompt_filter`` keeps."""
+    from routerr1.data import read_records
+    from routerr1.train import routes_differ
+
+    records = read_records(train_in)
+    if run.train.prompt_filter == "none":
+        return records
+    if answers_in is None:
+        raise ValueError(
+            f"train.prompt_filter: {run.train.prompt_filter} needs the pool answers to the "
+            "training questions (results/warmstart/pool_answers.parquet) as the job's input"
+        )
+    kept = routes_differ(records, pd.read_parquet(answers_in), run.train.outcome)
+    benchmarks = sorted({r.benchmark for r in records})
+    log.info(
+        "train.prompt_filter %s: %d of %d training questions (%s)",
+        run.train.prompt_filter,
+        len(kept),
+        len(records),
+        ", ".join(
+            f"{b} {sum(r.benchmark == b for r in kept)}/{sum(r.benchmark == b for r in records)}"
+            for b in benchmarks
+        ),
+    )
+    return kept
+
+
 def train(
     run: RunConfig,
     alpha: float,
@@ -191,25 +222,27 @@ def train(
     models: Models,
     track: bool = True,
     seed: int | None = None,
+    answers_in: str | None = None,
 ) -> dict[str, Any]:
     """Train one router; ``track=False`` (ranks other than 0 under accelerate) skips MLflow.
 
     ``seed``: the training seed (``train.seeds``); None is the top-level seed, whose run keeps
-    the one-seed MLflow key ``train/alpha~A`` (other seeds add ``/seed~S``).
+    the one-seed MLflow key ``train/alpha~A`` (other seeds add ``/seed~S``). ``answers_in``:
+    the pool answers ``train.prompt_filter`` reads.
     """
-    from routerr1.data import read_records
     from routerr1.tracking import flat_params, log_json_artifact
     from routerr1.train import step_metrics, train_router
 
     seed = run.seed if seed is None else int(seed)
     models = list(models)
+    records = training_questions(run, train_in, answers_in)
 
     def train_one() -> dict[str, Any]:
         with open_pool(run, models) as pool:
             return train_router(
                 policy_dir=loadable(policy_dir),
                 policy_dtype=run.policy_dtype,
-                records=read_records(train_in),
+                records=records,
                 descriptors=load_descriptors(descriptors_in),
                 pool=pool,
                 alpha=alpha,
@@ -236,6 +269,7 @@ def train(
                 "alpha": alpha,
                 "seed": seed,
                 "policy": run.policy_model,
+                "train_questions": len(records),
             }
         )
         stage.log_price_table()
