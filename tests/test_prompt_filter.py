@@ -10,6 +10,7 @@ from test_seeds import REPO, _plan
 from routerr1.config import ConfigError, RunConfig, TrainConfig, validate_config
 from routerr1.data import QARecord, records_to_frame
 from routerr1.io import write_parquet_atomic
+from routerr1.metrics import exact_match, f1_score
 from routerr1.stages.train import training_questions
 from routerr1.train import routes_differ
 
@@ -35,12 +36,19 @@ def _answers(records: list[QARecord]) -> pd.DataFrame:
         "Who wrote Hamlet?": {"Cheap": "Marlowe", "Reason": "Bacon"},
         "Capital of France?": {"Cheap": "Paris", "Reason": "paris"},
         "Where is the Louvre?": {"Cheap": "Paris", "Reason": "Lyon"},
-        "Which river?": {"Cheap": None, "Reason": "Amazon"},
+        "Which river?": {"Cheap": "", "Reason": "Amazon"},  # a failed call: empty text
     }
     gold = {r.question: list(r.golden_answers) for r in records}
-    return pd.DataFrame(
+    return pd.DataFrame(  # scored as the pool_answers job scores them (pool.profile)
         [
-            {"question": q, "model": m, "prediction": p, "golden_answers": gold[q]}
+            {
+                "question": q,
+                "model": m,
+                "prediction": p,
+                "golden_answers": gold[q],
+                "em": exact_match(p, gold[q]),
+                "f1": f1_score(p, gold[q]),
+            }
             for q, by_model in predictions.items()
             for m, p in by_model.items()
         ]
@@ -63,8 +71,8 @@ def test_a_question_without_pool_answers_or_an_empty_result_names_the_key():
         routes_differ(records, answers[answers["question"] != "Which river?"], "em")
     with pytest.raises(ValueError, match=r"train.prompt_filter: .*keeps none of the 2"):
         routes_differ(records[1:3], answers, "em")
-    with pytest.raises(ValueError, match=r"train.prompt_filter: .*\['prediction'\]"):
-        routes_differ(records, answers.drop(columns="prediction"), "em")
+    with pytest.raises(ValueError, match=r"train.prompt_filter: .*\['f1'\]"):
+        routes_differ(records, answers.drop(columns="f1"), "f1")
 
 
 def _run(**train) -> RunConfig:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from routerr1.metrics import cover_exact_match, exact_match, f1_score
@@ -30,16 +30,9 @@ __all__ = [
     "RewardBreakdown",
     "score_trajectory",
     "OUTCOMES",
-    "OUTCOME_SCORES",
 ]
 
-# outcome name -> its score of an answer against the gold answers
-OUTCOME_SCORES: dict[str, Callable[[str | None, Sequence[str]], float]] = {
-    "em": exact_match,
-    "f1": f1_score,
-    "cover_em": cover_exact_match,
-}
-OUTCOMES: tuple[str, ...] = tuple(OUTCOME_SCORES)
+OUTCOMES: tuple[str, ...] = ("em", "f1", "cover_em")
 _TOKENS_PER_PRICE_UNIT = 1_000_000
 
 
@@ -223,7 +216,12 @@ def score_trajectory(
     answer = extract_answer(trajectory) if isinstance(trajectory, str) else None
     em = exact_match(answer, golds)
     f1 = f1_score(answer, golds)
-    outcome_value = OUTCOME_SCORES[outcome](answer, golds)
+    if outcome == "em":
+        outcome_value = em
+    elif outcome == "f1":
+        outcome_value = f1
+    else:
+        outcome_value = cover_exact_match(answer, golds)
     cost_norm = normalizer.normalize(cost)
     total = combine_reward(fmt.ok, outcome_value, cost_norm, alpha, cost_on_correct_only)
     return RewardBreakdown(

@@ -24,7 +24,7 @@ from routerr1.parse import ModelNameResolver
 from routerr1.pool.base import Pool
 from routerr1.precision import resolve_policy_dtype, resolve_precision
 from routerr1.prompt import Descriptor, router_prompts
-from routerr1.reward import OUTCOME_SCORES, CostNormalizer, call_cost, score_trajectory
+from routerr1.reward import CostNormalizer, call_cost, score_trajectory
 from routerr1.rollout import RolloutEngine, Trajectory
 from routerr1.routing import NO_CALL
 from routerr1.shared_prefix import shared_prefix_trainer
@@ -112,29 +112,20 @@ def routes_differ(
     A GRPO group learns only when its rewards differ. Where every pool model's answer scores the
     same (at a few percent EM, mostly: all wrong), the route a rollout takes cannot change its
     outcome, so the group carries no routing signal whatever it samples. ``pool_answers`` is the
-    warm start's table (one row per question and model: ``question``, ``prediction``,
-    ``golden_answers``), scored with the training ``outcome``; a failed call scores 0.
+    warm start's table (one row per question and model), whose ``em`` and ``f1`` columns already
+    score each answer (a failed call's empty text scores 0); ``outcome`` picks the column.
     """
-    missing = {"question", "model", "prediction", "golden_answers"} - set(pool_answers.columns)
+    missing = {"question", outcome} - set(pool_answers.columns)
     if missing:
         raise ValueError(f"train.prompt_filter: pool answers lack the columns {sorted(missing)}")
-    score = OUTCOME_SCORES[outcome]
-    scores: dict[str, set[float]] = {}
-    for question, prediction, golds in zip(
-        pool_answers["question"],
-        pool_answers["prediction"],
-        pool_answers["golden_answers"],
-        strict=True,
-    ):
-        answer = prediction if isinstance(prediction, str) else None
-        scores.setdefault(question, set()).add(score(answer, [str(g) for g in golds]))
-    unanswered = [r.question for r in records if r.question not in scores]
+    distinct_scores = pool_answers.groupby("question")[outcome].nunique()
+    unanswered = [r.question for r in records if r.question not in distinct_scores.index]
     if unanswered:
         raise ValueError(
             f"train.prompt_filter: the pool answers miss {len(unanswered)} of {len(records)} "
             f"training questions (first: {unanswered[0]!r}); rerun pool_answers"
         )
-    kept = [r for r in records if len(scores[r.question]) > 1]
+    kept = [r for r in records if distinct_scores[r.question] > 1]
     if not kept:
         raise ValueError(
             f"train.prompt_filter: routes_differ keeps none of the {len(records)} training "
