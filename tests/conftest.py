@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,28 @@ HOTPOT = [
 ]
 
 
+# Top-level folders under pytest's base temp that session fixtures own: kept until the end.
+SESSION_DIRS: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_module_scratch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Delete what a module wrote under the base temp once all its tests passed.
+
+    The pipeline tests write model copies, trained routers and MLflow stores (GBs each); kept
+    until the session ends, they filled CI's disk. A module with a failure keeps its folders.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.name not in SESSION_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def write_jsonl(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
@@ -59,6 +82,7 @@ def write_jsonl(path: Path, rows) -> None:
 @pytest.fixture(scope="session")
 def tiny_mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flashrag")
+    SESSION_DIRS.add(root.name)
     write_jsonl(root / "nq" / "train.jsonl", NQ[:8])
     write_jsonl(root / "nq" / "test.jsonl", NQ[8:])
     write_jsonl(root / "hotpotqa" / "dev.jsonl", HOTPOT)
@@ -74,6 +98,7 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A fixed folder under the session's base temp: fetch_model is idempotent, so a second
     # module importing this fixture reuses the conversion instead of redoing it.
     dest = tmp_path_factory.getbasetemp() / "models" / "smollm2-135m"
+    SESSION_DIRS.add("models")
     return fetch_model(source_from_dict(SMOLLM2_SOURCE), dest)
 
 
