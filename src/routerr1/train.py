@@ -134,6 +134,47 @@ def routes_differ(
     return kept
 
 
+def balanced_schedule(
+    records: Sequence[QARecord], prompts_per_step: int, steps: int, seed: int
+) -> list[QARecord]:
+    """GRPO's prompts for ``steps`` steps in order, each step's ``prompts_per_step`` shared
+    equally among the benchmarks (``train.prompt_balance: benchmark``).
+
+    Shares differ by at most one; the benchmarks that get the extra prompts rotate from step to
+    step. Each benchmark's questions come from its own seeded shuffle, reshuffled when used up,
+    so a small benchmark repeats sooner than a large one. Why: with a uniform draw, a benchmark
+    holding most of the questions (GSM8K, 23 of the 42 ``routes_differ`` keeps) sets most
+    advantages of a step, and a small policy lets that push leak into the other types' routes.
+    """
+    import random
+
+    if prompts_per_step < 1 or steps < 1:
+        raise ValueError(f"balanced_schedule: {prompts_per_step} prompts x {steps} steps")
+    by_benchmark: dict[str, list[QARecord]] = {}
+    for r in records:
+        by_benchmark.setdefault(r.benchmark, []).append(r)
+    if not by_benchmark:
+        raise ValueError("train.prompt_balance: no training questions to schedule")
+    rng = random.Random(seed)
+    names = sorted(by_benchmark)
+    queues: dict[str, list[QARecord]] = {b: [] for b in names}
+
+    def draw(benchmark: str) -> QARecord:
+        if not queues[benchmark]:
+            queues[benchmark] = list(by_benchmark[benchmark])
+            rng.shuffle(queues[benchmark])
+        return queues[benchmark].pop()
+
+    base, extra = divmod(prompts_per_step, len(names))
+    schedule: list[QARecord] = []
+    for step in range(steps):
+        lucky = {names[(step * extra + j) % len(names)] for j in range(extra)}
+        block = [draw(b) for b in names for _ in range(base + (b in lucky))]
+        rng.shuffle(block)
+        schedule.extend(block)
+    return schedule
+
+
 def router_dataset(
     records: Sequence[QARecord], descriptors: Sequence[Descriptor], tokenizer, compressed: bool
 ) -> Dataset:
@@ -416,6 +457,13 @@ def train_router(
         resolver=resolver,
         autocast_bf16=bf16,
     )
+    balanced = train_cfg.prompt_balance == "benchmark"
+    if balanced:  # the schedule is the order: TRL must not shuffle it
+        records = balanced_schedule(records, train_cfg.prompts_per_step, train_cfg.max_steps, seed)
+        drawn = Counter(r.benchmark for r in records)
+        log.info(
+            "train.prompt_balance: %s", ", ".join(f"{b} {n}" for b, n in sorted(drawn.items()))
+        )
     dataset = router_dataset(records, descriptors, tok, rollout_cfg.compressed_descriptors)
 
     gen_batch, micro, grad_accum = batch_geometry(
@@ -448,7 +496,7 @@ def train_router(
         remove_unused_columns=False,
         log_completions=False,
         disable_tqdm=False,
-        shuffle_dataset=True,
+        shuffle_dataset=not balanced,
         **grpo_vllm_kwargs(vllm),
     )
     peft_config = lora_config(train_cfg.lora_r, train_cfg.lora_alpha)

@@ -95,6 +95,7 @@ class TrainConfig:
     beta: float = schema_default(_TRAIN, "beta", float)
     outcome: str = schema_default(_TRAIN, "outcome")
     prompt_filter: str = schema_default(_TRAIN, "prompt_filter")
+    prompt_balance: str = schema_default(_TRAIN, "prompt_balance")
     cost_on_correct_only: bool = schema_default(_TRAIN, "cost_on_correct_only")
     cost_window: int = schema_default(_TRAIN, "cost_window")
     # Router-R1 parity switches (docs/router-r1.md); the defaults are ours
@@ -118,6 +119,7 @@ class TrainConfig:
         check_choice("train.cost_tokens", self.cost_tokens, ("input_output", "output"))
         check_choice("train.lr_scheduler", self.lr_scheduler, ("linear", "constant"))
         check_choice("train.prompt_filter", self.prompt_filter, ("none", "routes_differ"))
+        check_choice("train.prompt_balance", self.prompt_balance, ("none", "benchmark"))
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps: must be >= 0, got {self.warmup_steps!r}")
         tie = self.cost_tie_value
