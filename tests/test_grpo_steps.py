@@ -1,0 +1,47 @@
+"""benchmarks/grpo_steps.py: the per-step table read from a router's training summary."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("grpo_steps", REPO / "benchmarks" / "grpo_steps.py")
+grpo_steps = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(grpo_steps)
+
+
+def _step(reward: float, reason_share: float, nq_drawn: bool) -> dict:
+    return {
+        "reward": reward,
+        "router/em": reward,
+        "frac_reward_zero_std": 0.5,
+        "step_time": 90.0,
+        "router/first/Cheap": 1 - reason_share,
+        "router/first/Reason": reason_share,
+        "router/first/gsm8k/Cheap": 0.0,
+        "router/first/gsm8k/Reason": 1.0,
+        "router/first/nq/Cheap": 1.0 if nq_drawn else 0.0,
+        "router/first/nq/Reason": 0.0,
+    }
+
+
+def test_the_table_has_a_row_per_step_with_shares_and_reward_windows(tmp_path, capsys):
+    history = [_step(0.25, 0.5, True), _step(0.75, 1.0, False), {"train_runtime": 3.0}]
+    folder = tmp_path / "router"
+    folder.mkdir()
+    (folder / "routerr1_train.json").write_text(json.dumps({"history": history}))
+    assert grpo_steps.main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "m1 = Cheap, m2 = Reason" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2  # the summary entry without a reward is not a step
+    assert rows[0].startswith("| 1 | 0.50 / 0.50 | 0.00 / 1.00 | 1.00 / 0.00 | +0.250 |")
+    assert rows[1].startswith("| 2 | 0.00 / 1.00 | 0.00 / 1.00 | – | +0.750 |")  # no nq drawn
+    assert "first 2 steps +0.500, last 2 +0.500" in out
+
+
+def test_an_unfinished_router_is_refused_by_name(tmp_path, capsys):
+    assert grpo_steps.main([str(tmp_path)]) == 2
+    assert "no routerr1_train.json" in capsys.readouterr().err
