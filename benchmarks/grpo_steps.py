@@ -1,9 +1,11 @@
 """What each GRPO step sampled: first calls per benchmark, reward, EM and zero-spread groups.
 
     python benchmarks/grpo_steps.py results/train/alpha~0.0/seed~0/model [more routers ...]
+    python benchmarks/grpo_steps.py logs/train_router/alpha~0.0/seed~0.log   # while it runs
 
 Reads the ``routerr1_train.json`` that training writes beside each router (its ``history`` is
-TRL's per-step log plus our ``router/*`` metrics) and prints one markdown table per router:
+TRL's per-step log plus our ``router/*`` metrics), or the job's log, where TRL prints the same
+dicts step by step, and prints one markdown table per router:
 
 * the share of first calls to each pool model over the step's rollouts;
 * per benchmark, the share of first calls to each model (``–`` where the step drew none);
@@ -17,7 +19,9 @@ Then the mean reward of the first and last 10 steps. Nothing is recomputed from 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -46,10 +50,10 @@ def first_call_shares(row: dict) -> tuple[dict[str, float], dict[str, dict[str, 
     return overall, per_benchmark
 
 
-def table(summary: dict) -> str:
-    steps = step_rows(summary["history"])
+def table(history: list[dict]) -> str:
+    steps = step_rows(history)
     if not steps:
-        raise ValueError("the training summary holds no logged step (history without reward)")
+        return "no logged step yet"
     models = sorted({m for s in steps for m in first_call_shares(s)[0]} - {NO_CALL})
     benchmarks = sorted({b for s in steps for b in first_call_shares(s)[1]})
     labels = [f"m{i}" for i in range(1, len(models) + 1)]  # the names are long
@@ -82,17 +86,39 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def logged_history(log_text: str) -> list[dict]:
+    """The step dicts TRL printed into a training log (between progress-bar redraws)."""
+    history = []
+    for match in re.finditer(r"\{'loss': [^{}]*\}", log_text):
+        row = ast.literal_eval(match.group(0))
+        history.append({k: float(v) if isinstance(v, str) else v for k, v in row.items()})
+    return history
+
+
+def read_history(path: Path) -> list[dict]:
+    """``history`` of a router folder's training summary, or of a training log file."""
+    if path.is_file():
+        return logged_history(path.read_text(errors="replace"))
+    summary = path / "routerr1_train.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"{path}: no routerr1_train.json (is the training finished?)")
+    return json.loads(summary.read_text())["history"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("routers", nargs="+", type=Path, help="trained router folders")
+    parser.add_argument(
+        "routers", nargs="+", type=Path, help="trained router folders or training logs"
+    )
     args = parser.parse_args(argv)
-    for folder in args.routers:
-        path = folder / "routerr1_train.json"
-        if not path.is_file():
-            print(f"{folder}: no routerr1_train.json (is the training finished?)", file=sys.stderr)
+    for path in args.routers:
+        try:
+            history = read_history(path)
+        except FileNotFoundError as err:
+            print(err, file=sys.stderr)
             return 2
-        print(f"## {folder}\n")
-        print(table(json.loads(path.read_text())))
+        print(f"## {path}\n")
+        print(table(history))
         print()
     return 0
 

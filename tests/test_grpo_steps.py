@@ -45,3 +45,20 @@ def test_the_table_has_a_row_per_step_with_shares_and_reward_windows(tmp_path, c
 def test_an_unfinished_router_is_refused_by_name(tmp_path, capsys):
     assert grpo_steps.main([str(tmp_path)]) == 2
     assert "no routerr1_train.json" in capsys.readouterr().err
+
+
+def test_a_running_jobs_log_gives_the_same_rows(tmp_path, capsys):
+    """TRL prints each step's dict, values as strings, between progress-bar redraws."""
+    steps = [_step(0.25, 0.5, True), _step(0.75, 1.0, False)]
+    printed = [repr({"loss": "0.01", **{k: str(v) for k, v in s.items()}}) for s in steps]
+    log = tmp_path / "seed~0.log"
+    log.write_text(
+        "  7%|7 | 1/15 [01:42<23:54, 102.45s/it]"
+        + printed[0]
+        + "\r 13%|# | 2/15 [03:20<21:40]"
+        + printed[1]
+        + "\r 13%|# | 2/15 [03:21<21:41]\n"
+    )
+    assert grpo_steps.main([str(log)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
+    assert rows == ["| 2 | 0.00 / 1.00 | 0.00 / 1.00 | – | +0.750 | 0.75 | 0.50 | 90 |"]
