@@ -157,3 +157,23 @@ def test_plan_has_one_training_and_evaluation_per_alpha_and_seed(tmp_path, tiny_
     assert counts["evaluate_router"] == 2 and counts["evaluate_router_seed"] == 2
     assert counts["evaluate_router_unseen"] == 2 and counts["evaluate_router_unseen_seed"] == 2
     assert counts["headroom"] == 1 and counts["routing"] == 1
+
+
+def test_the_top_level_seed_has_no_seed_level_target(tmp_path, tiny_mirror):
+    """seed~0 with top-level seed 0 is refused: the reports read seed 0 at the one-seed paths,
+    so such a target would train a copy that no report uses."""
+    cfg = yaml.safe_load((REPO / "tests" / "data" / "smoke.yaml").read_text())
+    cfg["train"]["seeds"] = [0, 10]
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    plan = _plan(tmp_path, tiny_mirror, path, "results/eval/router/alpha~0.0/seed~10.parquet")
+    assert "evaluate_router_seed" in plan and "train_router_seed" in plan  # 10 is not 0
+    cmd = [
+        str(SNAKEMAKE),
+        *("-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path)),
+        *("--config", f"data_mirror={tiny_mirror}", "-n", "--quiet", "rules"),
+        *("--", "results/eval/router/alpha~0.0/seed~0.parquet"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr
