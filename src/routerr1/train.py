@@ -144,7 +144,8 @@ def balanced_schedule(
     step. Each benchmark's questions come from its own seeded shuffle, reshuffled when used up,
     so a small benchmark repeats sooner than a large one. Why: with a uniform draw, a benchmark
     holding most of the questions (GSM8K, 23 of the 42 ``routes_differ`` keeps) sets most
-    advantages of a step, and a small policy lets that push leak into the other types' routes.
+    advantages of a step, and a small policy lets that push leak into the other types' routes
+    (docs/testbed.md, "Equal benchmark shares per step").
     """
     import random
 
