@@ -7,14 +7,40 @@ Answers the question "did the policy route before GRPO?": the warm-started polic
 the evaluation's own code path (`routerr1.evaluate.evaluate_router`, the run's pool and call
 cache, its descriptors and questions), without MLflow. Prints EM, cost and pool calls per
 benchmark and the first-called model per benchmark; writes the rows to ``--out``.
+
+``--against`` the trained routers' evaluation files (one per seed) adds what GRPO changed: the
+routers' EM and cost minus this policy's, on the same questions, with paired-bootstrap 95%
+intervals (`routerr1.bootstrap`, seeds averaged per question, as in ``summary.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+
+def against(policy_rows: pd.DataFrame, router_rows: list[pd.DataFrame]) -> dict:
+    """Intervals of the routers (seeds averaged per question) minus ``policy_rows``, paired on
+    ``qid``: ``d_em_best`` and ``d_cost_best`` of `PairedBootstrap.compare`, with the policy
+    as the only "single model"."""
+    from routerr1.bootstrap import PairedBootstrap
+
+    base = policy_rows.set_index("qid").sort_index()
+    em, cost = [], []
+    for i, rows in enumerate(router_rows):
+        aligned = rows.set_index("qid").reindex(base.index)
+        if aligned["em"].isna().any() or len(rows) != len(base):
+            raise ValueError(f"--against file {i + 1}: its questions differ from the policy's")
+        em.append(aligned["em"].to_numpy(float))
+        cost.append(aligned["cost"].to_numpy(float))
+    boot = PairedBootstrap(
+        base[["em"]].to_numpy(float), base[["cost"]].to_numpy(float), base["benchmark"].to_numpy()
+    )
+    return boot.compare(np.array(em), np.array(cost), best=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-root", default="resources/models")
     ap.add_argument("--out", required=True, help="parquet file for the rows")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--against",
+        nargs="*",
+        default=[],
+        type=Path,
+        help="trained routers' evaluation parquets (one per seed) to compare with this policy",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -49,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     first = first_calls(rows)
     print(rows.groupby("benchmark")[["em", "cost", "pool_calls"]].mean().to_markdown())
     print(pd.crosstab(rows["benchmark"], first).to_markdown())
+    if args.against:
+        result = against(rows, [pd.read_parquet(p) for p in args.against])
+        for key, what, scale in (("d_em_best", "EM", 100.0), ("d_cost_best", "$ / question", 1.0)):
+            iv = result[key].scaled(scale)
+            interval = f"{iv.estimate:+.3g} [{iv.lo:+.3g}, {iv.hi:+.3g}]"
+            print(f"routers minus this policy, {what}: {interval}")
     return 0
 
 
