@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 
 from routerr1.config import PoolEntry, RolloutConfig
 from routerr1.data import QARecord
@@ -307,6 +308,52 @@ def test_uniform_routing_teaches_the_format_and_no_route(tokenizer):
     )
     assert [(r["question"], r["target_model"]) for r in kept] == [("capital of country 0", "Tiny")]
     assert WarmStartConfig(routing="uniform").routing == "uniform"
+
+
+def test_question_kinds_put_the_kind_before_the_model_in_the_trained_thought(tokenizer):
+    """With warm_start.question_kinds the first thought names the question's kind, then the
+    model: the policy writes type-specific tokens before the route."""
+    recs = [
+        QARecord("m", "sum of 2 and 3", ("5",), "maths", "train"),
+        QARecord("c", "capital of peru", ("Lima",), "capitals", "train"),
+    ]
+    pool_answers = pd.concat([answers(r.question, {"Tiny"}) for r in recs])
+    kinds = {"maths": "an arithmetic word problem", "capitals": "a question about a capital"}
+    rows = build_examples(
+        recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(), question_kinds=kinds
+    )
+    blind = build_examples(recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig())
+    resolver = ModelNameResolver([e.name for e in ENTRIES], {})
+    for row, plain in zip(rows, blind, strict=True):
+        ids, mask = row["input_ids"], row["completion_mask"]
+        trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        kind = kinds[row["benchmark"]]
+        thought = trained.split("<think>")[1].split("</think>")[0]
+        assert thought.startswith(f"This is {kind}. ")
+        assert thought.index(kind) < thought.index(row["target_model"])
+        completion = tokenizer.decode(ids[mask.index(1) :], skip_special_tokens=True)
+        assert check_format(completion, resolver, 1).ok
+        assert "This is" not in tokenizer.decode(plain["input_ids"])  # empty map: type-blind
+    with pytest.raises(ValueError, match="question_kinds.*'capitals'"):
+        build_examples(
+            recs, pool_answers, ENTRIES, DESCS, tokenizer, RolloutConfig(),
+            question_kinds={"maths": "an arithmetic word problem"},
+        )  # fmt: skip
+
+
+def test_config_names_a_training_benchmark_without_a_question_kind(tmp_path):
+    from routerr1.config import ConfigError, load_configs
+
+    overlay = tmp_path / "kinds.yaml"
+    overlay.write_text(
+        "data: {train_benchmarks: [nq, hotpotqa]}\n"
+        "warm_start: {question_kinds: {nq: a single-fact question}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"warm_start.question_kinds.*hotpotqa"):
+        load_configs([REPO / "config" / "config.yaml", overlay])
+    overlay.write_text("warm_start: {question_kinds: {nq: ''}}\n")
+    with pytest.raises(ConfigError, match="question_kinds"):
+        load_configs([REPO / "config" / "config.yaml", overlay])
 
 
 def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,22 @@ def _other_route(
     return str(row["model"]), str(row["prediction"] or "")
 
 
+def first_thought(
+    model: str, benchmark: str, question_kinds: Mapping[str, str] | None, rng: random.Random
+) -> str:
+    """The thought before the search: the question's kind first when ``question_kinds`` is
+    set ("This is an arithmetic word problem. Let me ask ..."), then why ``model``."""
+    thought = rng.choice(FIRST_THOUGHTS).format(model=model)
+    if not question_kinds:
+        return thought
+    if benchmark not in question_kinds:
+        raise ValueError(
+            f"warm_start.question_kinds: no kind for benchmark {benchmark!r} "
+            f"(has {sorted(question_kinds)})"
+        )
+    return f"This is {question_kinds[benchmark].strip()}. {thought}"
+
+
 def interleave_benchmarks(records: Sequence[QARecord], rng: random.Random) -> list[QARecord]:
     """Every record once, each benchmark shuffled, then taken in turn (round robin).
 
@@ -244,6 +260,7 @@ def build_examples(
     routing: tuple[float, bool] | None = None,
     routing_rule: str = "reward",
     explore: float = 0.0,
+    question_kinds: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Pre-tokenized SFT rows: ``input_ids`` and ``completion_mask`` (1 = policy-written token),
     at most ``limit`` of them, from records with pool answers taken evenly across benchmarks
@@ -261,6 +278,11 @@ def build_examples(
     ``explore`` is the share of trajectories that search another model (drawn uniformly among
     the calls that succeeded) and relay its real answer: the policy then still samples every
     route after SFT, so GRPO's groups differ in reward and their advantages are not zero.
+
+    ``question_kinds`` (benchmark -> phrase) makes each first thought name the question's kind
+    before the model (`first_thought`): the model-name tokens then follow type-specific ones,
+    so a GRPO update to one kind's route need not move the others' (type-blind thoughts made
+    the 135M policy's routes of all kinds move together: docs/testbed.md).
 
     Segments are tokenized separately, as the rollout concatenates them, so SFT sees the same ids.
     """
@@ -304,7 +326,7 @@ def build_examples(
         segments = [
             (prompt, 0),
             (
-                f"<think>{rng.choice(FIRST_THOUGHTS).format(model=model)}</think>\n"
+                f"<think>{first_thought(model, rec.benchmark, question_kinds, rng)}</think>\n"
                 f"<search>{model}: {rec.question.strip()}</search>",
                 1,
             ),

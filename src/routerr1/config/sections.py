@@ -196,6 +196,8 @@ class WarmStartConfig:
     explore: float = schema_default(_WARM_START, "explore", float)
     # run each SFT batch's common router prompt once (same loss and gradients)
     share_prompt_prefix: bool = schema_default(_WARM_START, "share_prompt_prefix")
+    # benchmark -> the kind of question the first thought names before the model ({}: none)
+    question_kinds: Mapping[str, str] = schema_default(_WARM_START, "question_kinds")
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_SOURCES:

@@ -162,6 +162,13 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     if cfg["policy"]["model"] not in models:
         raise ConfigError(f"policy.model: unknown model key {cfg['policy']['model']!r}")
     eval_config(cfg)  # greedy / temperature agree
+    kinds = cfg["warm_start"]["question_kinds"]
+    missing = [b for b in cfg["data"]["train_benchmarks"] if kinds and b not in kinds]
+    if missing:
+        raise ConfigError(
+            f"warm_start.question_kinds: no kind for the training benchmarks {missing}; "
+            "name one for each, or leave the map empty for type-blind thoughts"
+        )
     mirror = cfg["data_mirror"]
     if mirror is not None and not Path(mirror).is_dir():
         raise ConfigError(f"data_mirror: folder {mirror!r} does not exist")

@@ -155,6 +155,7 @@ def warmstart(
             routing=routing,
             routing_rule=wcfg.routing,
             explore=wcfg.explore,
+            question_kinds=wcfg.question_kinds,
         )
         before = compliance(base) if wcfg.compliance_before else None
         # a local pool holds GBs of weights that SFT does not need (OOM with a 0.5B policy
