@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from conftest import benchmark_module
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location(
-    "evaluate_policy", REPO / "benchmarks" / "evaluate_policy.py"
-)
-evaluate_policy = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(evaluate_policy)
+evaluate_policy = benchmark_module("evaluate_policy")
 
 
 def _rows(em: list[float], cost: float) -> pd.DataFrame:

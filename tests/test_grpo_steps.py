@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("grpo_steps", REPO / "benchmarks" / "grpo_steps.py")
-grpo_steps = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(grpo_steps)
+from conftest import benchmark_module
+
+grpo_steps = benchmark_module("grpo_steps")
 
 
 def _step(reward: float, reason_share: float, nq_drawn: bool) -> dict:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, benchmark_module
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from routerr1.train import load_policy, random_policy
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("train_step", REPO / "benchmarks" / "train_step.py")
-train_step = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(train_step)
+train_step = benchmark_module("train_step")
 
 TEXT = "Which model should answer: who painted the Mona Lisa? <search>Qwen2.5-7B</search>"
 
