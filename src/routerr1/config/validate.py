@@ -162,9 +162,9 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     if cfg["policy"]["model"] not in models:
         raise ConfigError(f"policy.model: unknown model key {cfg['policy']['model']!r}")
     eval_config(cfg)  # greedy / temperature agree
-    kinds = cfg["warm_start"]["question_kinds"]
-    missing = [b for b in cfg["data"]["train_benchmarks"] if kinds and b not in kinds]
-    if missing:
+    kinds = cfg["warm_start"]["question_kinds"]  # empty: type-blind thoughts, nothing to match
+    missing = [b for b in cfg["data"]["train_benchmarks"] if b not in kinds]
+    if kinds and missing:
         raise ConfigError(
             f"warm_start.question_kinds: no kind for the training benchmarks {missing}; "
             "name one for each, or leave the map empty for type-blind thoughts"
