@@ -6,7 +6,8 @@ Reads what the pipeline wrote (nothing is recomputed from the models):
 
 * ``summary.duckdb``: the ``summary`` table (EM, cost per method and page) and ``intervals``
   (paired-bootstrap 95% intervals against the best single model and the frontier);
-* ``headroom.csv``: the best learnable strategy (cascades, votes, text pre-routing) per page;
+* ``headroom.csv``: the best learnable strategy (cascades, votes, text pre-routing, routing by
+  benchmark) per page;
 * ``routing.csv``: each router's share of first calls per model and benchmark;
 * ``learning_curves.csv``: the GRPO reward per step, seed and alpha.
 

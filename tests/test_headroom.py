@@ -169,6 +169,29 @@ def test_pre_routing_learns_a_word_that_predicts_the_cheap_model():
     assert r.loc["pre-route (text)", "d_frontier_lo"] > 0
 
 
+def test_routing_by_benchmark_sends_each_benchmark_to_its_best_model():
+    # A is right on every maths question and B on every factoid; each alone gets half
+    n = 40
+    bench = ["gsm8k" if i % 2 else "nq" for i in range(n)]
+    gold = [f"g{i}" for i in range(n)]
+    answers = {
+        "A": [g if b == "gsm8k" else "x" for g, b in zip(gold, bench, strict=True)],
+        "B": [g if b == "nq" else "y" for g, b in zip(gold, bench, strict=True)],
+    }
+    rows = _rows(answers, gold, {"A": 1.0, "B": 3.0}, benchmark=bench)
+    res = headroom(rows, folds=4, seed=0, n_resamples=200)
+    avg = res.rows[res.rows["benchmark"] == AVERAGE].set_index("strategy")
+    assert avg.loc["by benchmark", "em"] == pytest.approx(100.0)
+    assert avg.loc["by benchmark", "cost"] == pytest.approx(2.0)  # half at $1, half at $3
+    assert avg.loc["by benchmark", "d_best"] == pytest.approx(50.0)
+    assert avg.loc["by benchmark", "d_best_lo"] > 0  # paired against the best single
+    assert "gsm8k -> A, nq -> B" in avg.loc["by benchmark", "detail"]
+    assert "| by benchmark | yes | 100.0 |" in render_headroom(res)
+    # one benchmark: routing by it is the best single model, so it is not listed
+    one = headroom(_rows(ANSWERS, GOLD, COST), folds=2, seed=0, n_resamples=50)
+    assert "by benchmark" not in set(one.rows["strategy"])
+
+
 def test_folds_are_seeded_and_stratified():
     bench = ["a"] * 10 + ["b"] * 6
     f1, f2 = fold_ids(bench, 3, seed=1), fold_ids(bench, 3, seed=1)
