@@ -371,23 +371,24 @@ def _by_benchmark_fit(t: SingleTable):
         scorer = _Scorer(t, train)
         mean_cost = t.cost[train].mean(axis=0)
         rel = mean_cost / mean_cost.max() if mean_cost.max() > 0 else np.zeros_like(mean_cost)
-        picks: dict[float, dict[str, int]] = {}
 
-        def outcome(lam: float):
-            pick = np.zeros(t.n_questions, dtype=int)
-            chosen = picks.setdefault(lam, {})
+        def routes(lam: float) -> dict[str, int]:
+            out = {}
             for kind in sorted(set(kinds.tolist())):
                 seen = train[kinds[train] == kind]
                 score = t.em[seen if len(seen) else train].mean(axis=0) - lam * rel
-                # models are cheapest first, so argmax breaks a tie towards the cheaper one
-                chosen[kind] = int(np.argmax(score))
-                pick[kinds == kind] = chosen[kind]
+                out[kind] = int(np.argmax(score))  # models are cheapest first: ties go cheaper
+            return out
+
+        def outcome(route: dict[str, int]):
+            pick = np.array([route[k] for k in kinds], dtype=int)
             return t.em[rows, pick], t.cost[rows, pick]
 
-        lam = max(PREROUTE_LAMBDAS, key=lambda v: scorer.rank(*outcome(v)))
-        em, cost = outcome(lam)
-        routes = ", ".join(f"{k} -> {t.models[m]}" for k, m in picks[lam].items())
-        return em[test], cost[test], f"{routes} (lambda {lam:g})"
+        lam = max(PREROUTE_LAMBDAS, key=lambda v: scorer.rank(*outcome(routes(v))))
+        route = routes(lam)
+        em, cost = outcome(route)
+        chosen = ", ".join(f"{k} -> {t.models[m]}" for k, m in route.items())
+        return em[test], cost[test], f"{chosen} (lambda {lam:g})"
 
     return fit
 
