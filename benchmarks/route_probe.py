@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-benchmark", type=int, default=16, help="questions per benchmark")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    missing = [p for p in args.policies if not Path(p).is_dir()]
+    if missing:  # a missing folder would otherwise read as a hub repo id
+        ap.error(f"no policy folder {missing[0]!r} (checkpoints are removed when training ends)")
 
     import torch
 

@@ -39,3 +39,10 @@ def test_kind_distance_is_total_variation_between_benchmarks():
     )
     assert route_probe.kind_distance(apart) == pytest.approx(1.0)  # gsm8k against nq
     assert route_probe.kind_distance(same.iloc[:1]) == 0  # one benchmark: nothing to compare
+
+
+def test_a_missing_policy_folder_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        route_probe.main([str(tmp_path / "checkpoint-5")])
+    err = capsys.readouterr().err
+    assert "no policy folder" in err and "checkpoint-5" in err
