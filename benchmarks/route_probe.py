@@ -1,8 +1,10 @@
 """Does a policy's choice of model depend on the question's kind? A forward-pass probe.
 
-    python benchmarks/route_probe.py results/warmstart/model \\
-        results/train/alpha~0.0/checkpoints/checkpoint-5 results/train/alpha~0.0/model \\
+    python benchmarks/route_probe.py results/warmstart/model results/train/alpha~0.0/model \\
         --configfile config/config.yaml config/cpu-routing.yaml ... --per-benchmark 16
+
+(A run's ``checkpoints/checkpoint-N`` folders can be probed too, while training runs: they are
+removed when it ends.)
 
 For each policy and evaluation question, the policy reads the router prompt and the warm
 start's first thought up to the model's name: ``<think>This is <kind>. Let me ask `` (the kind

@@ -363,14 +363,19 @@ def _majority_fit(t: SingleTable, fixed: tuple[int, ...] | None = None):
     return fit
 
 
+def _relative_cost(t: SingleTable, train: np.ndarray) -> np.ndarray:
+    """Each model's mean cost on ``train`` over the dearest model's (all 0 when nothing costs)."""
+    mean_cost = t.cost[train].mean(axis=0)
+    return mean_cost / mean_cost.max() if mean_cost.max() > 0 else np.zeros_like(mean_cost)
+
+
 def _by_benchmark_fit(t: SingleTable):
     kinds = t.benchmark.astype(str)
     rows = np.arange(t.n_questions)
 
     def fit(train: np.ndarray, test: np.ndarray):
         scorer = _Scorer(t, train)
-        mean_cost = t.cost[train].mean(axis=0)
-        rel = mean_cost / mean_cost.max() if mean_cost.max() > 0 else np.zeros_like(mean_cost)
+        rel = _relative_cost(t, train)
 
         def routes(lam: float) -> dict[str, int]:
             out = {}
@@ -397,8 +402,7 @@ def _preroute_fit(t: SingleTable):
     def fit(train: np.ndarray, test: np.ndarray):
         x_tr, x_te = tfidf([t.question[i] for i in train], [t.question[i] for i in test])
         loo, pred, ridge = ridge_predictions(x_tr, t.em[train], x_te)
-        mean_cost = t.cost[train].mean(axis=0)
-        rel = mean_cost / mean_cost.max() if mean_cost.max() > 0 else np.zeros_like(mean_cost)
+        rel = _relative_cost(t, train)
         # choose lambda on the training folds, from leave-one-out predictions (out of sample)
         loo_full = np.zeros_like(t.em)
         loo_full[train] = loo
