@@ -294,7 +294,11 @@ def poisoned(question: str) -> bool:
 class RandomFaultServer(FaultServer):
     """Seeded random faults. A poisoned question fails on every attempt (the call is counted
     as failed); any other question fails its first attempt with probability ``p`` and then
-    succeeds (retries recover it). More than ``max_requests`` requests all get 500."""
+    succeeds (retries recover it). More than ``max_requests`` requests all get 500.
+
+    The recoverable faults take the kinds in turn rather than at random: which questions reach
+    the server depends on how concurrent jobs share the cache, and a random pick over a few
+    draws once left "drop" out of a whole run."""
 
     def __init__(self, seed: int, p: float, max_requests: int, **kw) -> None:
         super().__init__(**kw)
@@ -305,6 +309,7 @@ class RandomFaultServer(FaultServer):
         self.max_requests = max_requests
         self.attempts: dict[str, int] = {}
         self.questions: list[str] = []
+        self.recoverable_faults = 0
 
     def pick(self, question: str) -> str:
         with self._lock:
@@ -315,7 +320,8 @@ class RandomFaultServer(FaultServer):
             if poisoned(question):
                 return TRANSIENT[n % len(TRANSIENT)]
             if n == 0 and self.rng.random() < self.p:
-                return self.rng.choice(TRANSIENT)
+                self.recoverable_faults += 1
+                return TRANSIENT[(self.recoverable_faults - 1) % len(TRANSIENT)]
             return "ok"
 
     def _handler(self):
