@@ -203,6 +203,7 @@ def evaluate_router(
     top_p: float = 1.0,
     sample_seed: int = 0,
     store: ChunkStore | None = None,
+    linear_kernel: str = "auto",
 ) -> pd.DataFrame:
     """Run the multi-turn router over ``records``; the final <answer> is the prediction.
 
@@ -213,7 +214,9 @@ def evaluate_router(
     import torch
 
     decode_cfg, greedy = eval_rollout_config(rollout_cfg, temperature, top_p)
-    engine = RolloutEngine(tokenizer, pool, decode_cfg, batch_size=batch_size)
+    engine = RolloutEngine(
+        tokenizer, pool, decode_cfg, batch_size=batch_size, linear_kernel=linear_kernel
+    )
 
     def answer_batch(chunk: Sequence[QARecord]) -> list[dict]:
         if not greedy:

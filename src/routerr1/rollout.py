@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from routerr1.config import RolloutConfig
 from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length, plain_cache
+from routerr1.packed_linear import packed_linears
 from routerr1.parse import (
     ModelNameResolver,
     extract_answer,
@@ -26,6 +27,7 @@ from routerr1.parse import (
     strip_tags,
 )
 from routerr1.pool.base import Pool, PoolCall
+from routerr1.precision import resolve_linear_kernel
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,7 @@ class RolloutEngine:
         resolver: ModelNameResolver | None = None,
         show_progress: bool = False,
         autocast_bf16: bool = False,
+        linear_kernel: str = "auto",
     ) -> None:
         self.tok = tokenizer
         self.tok.padding_side = "left"
@@ -239,6 +242,8 @@ class RolloutEngine:
         self.resolver = resolver or ModelNameResolver(pool.names, pool.aliases, cfg.model_match)
         self.show_progress = show_progress
         self.autocast_bf16 = autocast_bf16
+        self.linear_kernel = linear_kernel
+        self._kernel_logged = False
         self.timings: dict[str, float] = {"policy_generate_s": 0.0, "pool_s": 0.0}
         self.run_log: list[dict[str, float]] = []  # per run(): time split and sizes
         self._states: list[_KVState] = []  # KV caches of the last turn, within one run()
@@ -543,6 +548,22 @@ class RolloutEngine:
         ``on_step(sample index, event)`` hears each step as soon as the batch has made it."""
         if budgets is not None and len(budgets) != len(prompts):
             raise ValueError(f"budgets: {len(budgets)} given for {len(prompts)} prompts")
+        with packed_linears(model, enabled=self._packs(model)):
+            return self._run(model, prompts, greedy, budgets, on_step)
+
+    def _packs(self, model) -> bool:
+        """Whether this run's policy decodes through prepacked linear layers (``linear_kernel``)."""
+        if model is None:  # another engine (vLLM) generates
+            return False
+        param = next(model.parameters())
+        dtype = "bfloat16" if self.autocast_bf16 else str(param.dtype).removeprefix("torch.")
+        resolved = resolve_linear_kernel(self.linear_kernel, dtype, param.device.type)
+        if not self._kernel_logged:
+            log.info("policy rollouts linear_kernel: %s (%s)", resolved.value, resolved.reason)
+            self._kernel_logged = True
+        return resolved.value == "onednn"
+
+    def _run(self, model, prompts, greedy, budgets, on_step) -> list[Trajectory]:
         start = dict(self.timings)
         t_run = time.perf_counter()
         self._states = []  # caches hold the weights of this call only

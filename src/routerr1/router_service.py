@@ -301,7 +301,13 @@ def load_service(
         for r in routers:
             log.info("serve: loading %s from %s", r.name, r.path)
             model, tok = load_policy(loadable(r.path), cfg["policy"]["dtype"])
-            engine = RolloutEngine(tok, pool, rollout_cfg, batch_size=batch_size)
+            engine = RolloutEngine(
+                tok,
+                pool,
+                rollout_cfg,
+                batch_size=batch_size,
+                linear_kernel=cfg.get("linear_kernel", "auto"),
+            )
             loaded[r.name] = LoadedRouter(r, model, tok, engine)
         policy = {"model": cfg["policy"]["model"], "dtype": cfg["policy"]["dtype"]}
         return RouterService(loaded, pool, descriptors, rollout_cfg, policy=policy, **options)

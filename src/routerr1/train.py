@@ -430,6 +430,7 @@ def train_router(
     seed: int = 0,
     mlflow_active: bool = True,
     vllm: VllmConfig | None = None,
+    linear_kernel: str = "auto",
 ) -> dict[str, Any]:
     """Train one router for cost coefficient ``alpha``; resumes from the last checkpoint."""
     import importlib.util
@@ -457,6 +458,7 @@ def train_router(
         batch_size=rollout_cfg.batch_size,
         resolver=resolver,
         autocast_bf16=bf16,
+        linear_kernel=linear_kernel,
     )
     balanced = train_cfg.prompt_balance == "benchmark"
     if balanced:  # the schedule is the order: TRL must not shuffle it

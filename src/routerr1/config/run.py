@@ -70,6 +70,10 @@ class RunConfig:
         return bool(self.raw["pool_cache"])
 
     @property
+    def linear_kernel(self) -> str:
+        return self.raw["linear_kernel"]
+
+    @property
     def policy_model(self) -> str:
         return self.raw["policy"]["model"]
 

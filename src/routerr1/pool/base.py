@@ -194,6 +194,7 @@ def build_pool(
     model_dirs: Mapping[str, str | Path],
     max_batch_size: int = 16,
     cache: CallCache | None = None,
+    linear_kernel: str = "auto",
 ) -> Pool:
     """A pool with one backend per entry, chosen by ``entry.backend``.
 
@@ -202,7 +203,8 @@ def build_pool(
     too, its tokenizer counts tokens for servers that report no ``usage``. ``openai`` entries
     with ``serve: vllm`` get a ``vllm serve`` subprocess started on first use
     (``routerr1.pool.vllm_launcher``) and stopped by ``Pool.close``; they need fetched weights
-    unless ``vllm.model`` names what to serve.
+    unless ``vllm.model`` names what to serve. ``linear_kernel``: see
+    ``routerr1.precision.resolve_linear_kernel``.
     """
     entries = resolve_local_dtypes(entries)
     unknown = sorted({e.backend for e in entries} - set(BACKENDS))
@@ -244,7 +246,8 @@ def build_pool(
         path = Path(model_dirs[entry.model])
         weights = loaded.get((str(path), entry.dtype))
         if weights is None:
-            weights = loaded[str(path), entry.dtype] = load_weights(path, entry.dtype)
+            weights = load_weights(path, entry.dtype, linear_kernel)
+            loaded[str(path), entry.dtype] = weights
         return LocalModel(
             path,
             prompt_style=entry.prompt_style,

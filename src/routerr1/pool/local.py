@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from routerr1.kvcache import MIN_SHARED_PREFIX, common_prefix_length, plain_cache
+from routerr1.packed_linear import pack_linears
 from routerr1.pool.backend import Generation
 from routerr1.pool.messages import (
     CHAT_INSTRUCTION,
@@ -50,7 +51,7 @@ from routerr1.pool.messages import (
     render_fewshot,
     resolve_extract,
 )
-from routerr1.precision import resolve_dtype
+from routerr1.precision import resolve_dtype, resolve_linear_kernel
 
 __all__ = [
     "CHAT_INSTRUCTION",
@@ -107,10 +108,11 @@ class LocalWeights:
     dtype: str
 
 
-def load_weights(path: Path, dtype: str = "auto") -> LocalWeights:
+def load_weights(path: Path, dtype: str = "auto", linear_kernel: str = "auto") -> LocalWeights:
     """Load the tokenizer and the model of ``path`` in ``dtype``, ready for batched greedy
     generation (left padding, a pad token, eval mode). ``auto``: bf16 only where this CPU runs
-    it natively (`routerr1.precision`)."""
+    it natively, and fp32 linear layers prepacked for oneDNN where MKL's are slow
+    (`routerr1.precision`)."""
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
     if dtype == "auto":
@@ -122,6 +124,14 @@ def load_weights(path: Path, dtype: str = "auto") -> LocalWeights:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     model.eval()
+    kernel = resolve_linear_kernel(linear_kernel, dtype, "cpu")
+    if kernel.value == "onednn":
+        log.info(
+            "%s: %d linear layers packed for oneDNN (%s)",
+            path.name,
+            pack_linears(model),
+            kernel.reason,
+        )
     return LocalWeights(model, tokenizer, path, dtype)
 
 

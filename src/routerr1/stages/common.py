@@ -55,6 +55,7 @@ def open_pool(
         model_dirs(models),
         max_batch_size=run.eval.batch_size,
         cache=cache,
+        linear_kernel=run.linear_kernel,
     )
 
 

@@ -71,6 +71,7 @@ def evaluate_router(
             top_p=ecfg.top_p,
             sample_seed=decoding.get("sample_seed", run.seed),
             store=store,
+            linear_kernel=run.linear_kernel,
         )
         if add_columns is not None:
             rows = add_columns(rows)

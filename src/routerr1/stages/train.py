@@ -80,6 +80,7 @@ def _format_compliance(
         batch_size=run.eval.batch_size,
         resolver=resolver,
         show_progress=True,
+        linear_kernel=run.linear_kernel,
     )
     prompts = router_prompts(
         tok, [r.question for r in heldout], descriptors, run.rollout.compressed_descriptors
@@ -254,6 +255,7 @@ def train(
                 seed=seed,
                 mlflow_active=track,
                 vllm=run.vllm,
+                linear_kernel=run.linear_kernel,
             )
 
     if not track:
