@@ -214,9 +214,9 @@ def test_two_entries_of_one_model_share_weights_but_not_prompts(
     loads: list[tuple[Path, str]] = []
     real_load = local.load_weights
 
-    def counting_load(path: Path, dtype: str = "bfloat16"):
+    def counting_load(path: Path, dtype: str = "bfloat16", linear_kernel: str = "auto"):
         loads.append((Path(path), dtype))
-        return real_load(path, dtype)
+        return real_load(path, dtype, linear_kernel)
 
     monkeypatch.setattr(local, "load_weights", counting_load)
     direct = PoolEntry("Toy", "toy", 0.1, 0.2, dtype="float32", max_new_tokens=3)

@@ -172,10 +172,10 @@ def resolve_linear_kernel(
 ) -> Resolved:
     """``linear_kernel``: which kernels run a model's fp32 linear layers when it only infers
     (pool answers, policy rollouts). ``onednn`` prepacks the weights (`routerr1.packed_linear`);
-    ``default`` keeps torch's (MKL). ``auto`` packs on a non-Intel CPU in fp32: on the AVX2
-    AMD EPYC a decode step's products ran 2-2.5x faster packed, the answers equal to rounding.
-    Intel CPUs keep MKL, which is Intel's own and where the packed kernels were not measured;
-    bf16 runs through oneDNN already."""
+    ``default`` keeps torch's (MKL on x86). ``auto`` packs on AMD CPUs in fp32, where it was
+    measured: on a 2-core AMD EPYC (AVX2) a decode step's products ran 2-2.5x faster packed,
+    the answers equal to rounding. Other CPUs keep torch's kernels (on Intel, MKL is Intel's
+    own); bf16 runs through oneDNN already."""
     if requested not in LINEAR_KERNELS:
         raise ValueError(f"linear_kernel: {requested!r} is not one of {list(LINEAR_KERNELS)}")
     from routerr1.packed_linear import available
@@ -187,11 +187,10 @@ def resolve_linear_kernel(
         return Resolved("default", "this torch has no oneDNN linear kernels")
     if requested != "auto":
         return Resolved(requested, "set explicitly")
-    hw = hw or probe()
-    vendor = hw.cpu_vendor or "unknown vendor"
-    if vendor == "GenuineIntel":
-        return Resolved("default", "auto: Intel CPU, MKL's own kernels")
-    return Resolved("onednn", f"auto: {vendor} CPU, fp32: MKL's small products are slow here")
+    vendor = (hw or probe()).cpu_vendor or "unknown vendor"
+    if vendor == "AuthenticAMD":
+        return Resolved("onednn", "auto: AMD CPU, fp32: MKL's few-row products are slow here")
+    return Resolved("default", f"auto: {vendor} CPU, torch's own kernels")
 
 
 def _warn_slow_bf16(key: str, why: str, device: str) -> None:
