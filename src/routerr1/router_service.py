@@ -306,7 +306,7 @@ def load_service(
                 pool,
                 rollout_cfg,
                 batch_size=batch_size,
-                linear_kernel=cfg.get("linear_kernel", "auto"),
+                linear_kernel=run.linear_kernel,
             )
             loaded[r.name] = LoadedRouter(r, model, tok, engine)
         policy = {"model": cfg["policy"]["model"], "dtype": cfg["policy"]["dtype"]}

@@ -296,15 +296,17 @@ def workers_from_config(
             continue
 
         def load(entry=entry, folder=folder):
-            from routerr1.pool.local import LocalModel
+            from routerr1.pool.local import LocalModel, load_weights
 
             log.info("serve-pool: loading %s from %s", entry.name, folder)
+            path = model_dir(folder)
             return LocalModel(
-                model_dir(folder),
+                path,
                 prompt_style=entry.prompt_style,
                 dtype=entry.dtype,
                 max_batch_size=batch,
                 chat_examples=entry.chat_examples,
+                weights=load_weights(path, entry.dtype, cfg.get("linear_kernel", "auto")),
             )
 
         workers[entry.name] = ModelWorker(
