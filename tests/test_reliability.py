@@ -364,9 +364,6 @@ def fault_pipeline(tmp_path_factory, tiny_mirror, smollm2_dir):
     wd = tmp / "wd"
     cfg = smoke_config(tiny_mirror, smollm2_dir)
     cfg["threads"] = 1
-    # the GRPO-side assertion needs the sampled trajectories to search a poisoned question;
-    # packed kernels (auto on AMD CPUs) round differently and sample other trajectories
-    cfg["linear_kernel"] = "default"
     server = RandomFaultServer(seed=7, p=0.5, max_requests=MAX_REQUESTS, delay_s=1.5)
     cfg["pool"][1] = {
         "name": REMOTE,
