@@ -10,8 +10,10 @@ seconds per step split into policy generation, pool calls and the rest (forward/
 reference and old log-probs, optimizer), peak RSS (and its anonymous part, sampled: loading a
 model maps its fp32 weight files, clean pages that count in RSS but are reclaimable), and the
 speed-up over the first setting. The header names the CPU and the precision `auto` chose; the
-floor column is the forward/backward lower bound of DESIGN.md §3, 6 x parameters x sequence
-tokens at this machine's matmul ceiling in that precision (benchmarks/matmul_ceiling.py).
+floor column is the forward/backward lower bound of DESIGN.md §3, 6 x parameters x the tokens
+the setting computes (every row's prompt and completion; each group's prompt once with
+train.share_prompt_prefix) at this machine's matmul ceiling in that precision
+(benchmarks/matmul_ceiling.py).
 Needs a finished pipeline run for results/data/train.parquet and results/pool/descriptors.json.
 
     python benchmarks/train_step.py --random-init qwen2.5-3b --settings fast --steps 2
@@ -195,6 +197,8 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     gen = sum(r["policy_generate_s"] for r in rolls) / len(rolls)
     pool_s = sum(r["pool_s"] for r in rolls) / len(rolls)
     sampler.stop()
+    shared = tcfg.share_prompt_prefix and not tcfg.gradient_checkpointing
+    computed = "shared_prefix_tokens" if shared else "sequence_tokens"
     return {
         "setting": name,
         "step_s": step_s,
@@ -203,6 +207,9 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         "other_s": step_s - gen - pool_s,
         "policy_tokens": sum(r["policy_tokens"] for r in rolls) / len(rolls),
         "sequence_tokens": sum(r["sequence_tokens"] for r in rolls) / len(rolls),
+        # with train.share_prompt_prefix a group's prompt runs once (train.py turns it off
+        # under gradient checkpointing)
+        "computed_tokens": sum(r[computed] for r in rolls) / len(rolls),
         "params": _count_params(policy),
         "precision": resolve_precision(tcfg.precision).value,
         "pool_calls": sum(r["pool_calls"] for r in rolls) / len(rolls),
@@ -338,7 +345,7 @@ def report(args: argparse.Namespace, results: list[dict], policy: str) -> None:
         if "failed" in r:
             print(f"| {r['setting']} | failed: {r['failed']} |" + " |" * 12)
             continue
-        floor = 6 * r["params"] * r["sequence_tokens"] / (ceilings[r["precision"]] * 1e9)
+        floor = 6 * r["params"] * r["computed_tokens"] / (ceilings[r["precision"]] * 1e9)
         print(
             f"| {r['setting']} | {r['precision']} | {r['step_s']:.1f} | {r['generate_s']:.1f} "
             f"| {r['pool_s']:.1f} | {r['other_s']:.1f} | {floor:.1f} | {r['other_s'] / floor:.1f}x "

@@ -188,6 +188,10 @@ def test_kv_cache_reuse_gives_the_same_trajectories(policy, pool):
         if reuse:  # every row of turn 1 shared its group's prefill; turns 2 and 3 continued
             assert engine.run_log[-1]["shared_prefill_rows"] == 6
             assert engine.run_log[-1]["continued_rows"] >= 4
+        # the floor a shared-prefix step computes: each of the 3 distinct prompts once
+        log, trajs = engine.run_log[-1], runs[reuse]
+        prompt_tokens = sum(len(t.prompt_ids) for t in trajs)
+        assert log["sequence_tokens"] - log["shared_prefix_tokens"] == prompt_tokens // 2
     for plain, reused in zip(runs[False], runs[True], strict=True):
         assert reused.completion_ids == plain.completion_ids
         assert reused.env_mask == plain.env_mask

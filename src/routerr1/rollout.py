@@ -661,6 +661,9 @@ class RolloutEngine:
                 "policy_tokens": sum(sum(t.env_mask) for t in trajs),
                 # prompt + completion of every row: what a forward/backward pass reads
                 "sequence_tokens": sum(len(t.prompt_ids) + len(t.completion_ids) for t in trajs),
+                # each distinct prompt once: what train.share_prompt_prefix computes
+                "shared_prefix_tokens": sum(len(p) for p in {tuple(t.prompt_ids) for t in trajs})
+                + sum(len(t.completion_ids) for t in trajs),
                 "pool_calls": sum(len(t.calls) for t in trajs),
                 **self.kv_counts,
             }
