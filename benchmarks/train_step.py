@@ -141,7 +141,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     from routerr1.pool.base import local_pool
     from routerr1.precision import resolve_precision
     from routerr1.stages.common import load_descriptors
-    from routerr1.train import train_router
+    from routerr1.train import shares_prompt_prefix, train_router
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -197,8 +197,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     gen = sum(r["policy_generate_s"] for r in rolls) / len(rolls)
     pool_s = sum(r["pool_s"] for r in rolls) / len(rolls)
     sampler.stop()
-    shared = tcfg.share_prompt_prefix and not tcfg.gradient_checkpointing
-    computed = "shared_prefix_tokens" if shared else "sequence_tokens"
+    computed = "shared_prefix_tokens" if shares_prompt_prefix(tcfg) else "sequence_tokens"
     return {
         "setting": name,
         "step_s": step_s,
@@ -207,8 +206,6 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         "other_s": step_s - gen - pool_s,
         "policy_tokens": sum(r["policy_tokens"] for r in rolls) / len(rolls),
         "sequence_tokens": sum(r["sequence_tokens"] for r in rolls) / len(rolls),
-        # with train.share_prompt_prefix a group's prompt runs once (train.py turns it off
-        # under gradient checkpointing)
         "computed_tokens": sum(r[computed] for r in rolls) / len(rolls),
         "params": _count_params(policy),
         "precision": resolve_precision(tcfg.precision).value,

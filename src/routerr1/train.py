@@ -397,6 +397,12 @@ def optimizer_args(train_cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def shares_prompt_prefix(train_cfg: TrainConfig) -> bool:
+    """Whether GRPO runs each group's prompt once: ``train.share_prompt_prefix``, unless
+    checkpointed layers would append to the prompt cache twice (forward and recompute)."""
+    return train_cfg.share_prompt_prefix and not train_cfg.gradient_checkpointing
+
+
 def _last_checkpoint(output_dir: Path) -> str | None:
     """The newest complete checkpoint. The Trainer writes a checkpoint in place and its
     ``trainer_state.json`` last, so a job killed while saving leaves a folder without it."""
@@ -503,8 +509,7 @@ def train_router(
         **grpo_vllm_kwargs(vllm),
     )
     peft_config = lora_config(train_cfg.lora_r, train_cfg.lora_alpha)
-    # checkpointed layers would append to the prompt cache twice (forward and recompute)
-    share = train_cfg.share_prompt_prefix and not train_cfg.gradient_checkpointing
+    share = shares_prompt_prefix(train_cfg)
     if train_cfg.share_prompt_prefix and not share:
         log.warning("train.share_prompt_prefix is off because train.gradient_checkpointing is on")
     trainer_class = shared_prefix_trainer(GRPOTrainer) if share else GRPOTrainer
