@@ -288,14 +288,18 @@ TRANSIENT = ("delay", "429", "500", "drop", "truncated")
 
 
 DATASET_QUESTIONS = {q for q, _ in NQ + HOTPOT}
+TRAIN_SPLIT_QUESTIONS = {q for q, _ in NQ[:8]}  # tiny_mirror's nq/train.jsonl
 
 
 def poisoned(question: str) -> bool:
-    """Questions the server never answers (every attempt fails): a fixed half of the dataset's
-    questions, by hash, and every sub-question the policy wrote itself. Those are sampled text
-    whose hash varies by machine; a CI run once drew only answerable ones for GRPO's calls."""
+    """Questions the server never answers (every attempt fails): every question of the training
+    split, a fixed half of the other dataset questions, by hash, and every sub-question the
+    policy wrote itself. So each call GRPO makes to the remote model fails, whether the policy
+    copies its training question (CI once drew only answerable ones) or writes its own."""
     question = question.strip()
-    return question not in DATASET_QUESTIONS or zlib.crc32(question.encode()) % 2 == 0
+    if question in TRAIN_SPLIT_QUESTIONS or question not in DATASET_QUESTIONS:
+        return True
+    return zlib.crc32(question.encode()) % 2 == 0
 
 
 class RandomFaultServer(FaultServer):
@@ -388,8 +392,10 @@ def fault_pipeline(tmp_path_factory, tiny_mirror, smollm2_dir):
         "max_concurrency": 2,
     }
     # overfit the format warm start so the policy writes searches during GRPO and evaluation
-    # (and skip the report-only compliance passes of the base policy: tested below)
-    cfg["warm_start"].update(epochs=8, learning_rate=5e-4, compliance_before=False)
+    # (and skip the report-only compliance passes of the base policy: tested below). The remote
+    # model fails every training question, so its trajectories end in the gold answer (relay
+    # would skip them) and still teach calls to it.
+    cfg["warm_start"].update(epochs=8, learning_rate=5e-4, compliance_before=False, answer="gold")
     cfg["rollout"].update(max_turn_tokens=48, max_total_tokens=128)
     conf = write_config(cfg, tmp / "config.yaml")
     env = job_env(**{KEY_ENV: SENTINEL})
@@ -533,21 +539,24 @@ def test_pool_faults_are_counted_through_to_mlflow_and_summary(fault_pipeline):
     run = runs.loc[f"eval/single:{REMOTE}"]
     assert run["metrics.nq.pool_errors"] + run["metrics.hotpotqa.pool_errors"] == expected
 
-    # training: the per-step error counts reach the run of each alpha
+    # training: the per-step error counts reach the run of each alpha. One turn per trajectory,
+    # so a step's calls to the remote model are its first-call share times the sequences, and
+    # every one of them failed (poisoned: the training split and all policy-written text).
+    assert cfg["rollout"]["max_turns"] == 1
+    seqs = cfg["train"]["prompts_per_step"] * cfg["train"]["num_generations"]
     train_errors = {}
     for key in ("train/alpha~0.0", "train/alpha~0.9"):
-        run = runs.loc[key]
-        hist = metric_history(res / "mlflow.db", run["run_id"], "router/pool_errors")
-        calls = metric_history(res / "mlflow.db", run["run_id"], "router/pool_calls")
-        assert [m.step for m in hist] == [1, 2] and [m.step for m in calls] == [1, 2]
-        seqs = cfg["train"]["prompts_per_step"] * cfg["train"]["num_generations"]
-        for err, call in zip(hist, calls, strict=True):  # errors per step <= calls per step
-            assert 0 <= err.value <= call.value * seqs
-        train_errors[key] = (sum(m.value for m in hist), sum(m.value for m in calls))
-    # the warm-started policy searches the remote model during GRPO; its failures are counted
+        run_id = runs.loc[key, "run_id"]
+        hist = metric_history(res / "mlflow.db", run_id, "router/pool_errors")
+        remote = metric_history(res / "mlflow.db", run_id, f"router/first/{REMOTE}")
+        assert [m.step for m in hist] == [1, 2] and [m.step for m in remote] == [1, 2]
+        for err, share in zip(hist, remote, strict=True):
+            assert err.value == round(share.value * seqs), (key, err.step)
+        train_errors[key] = (sum(m.value for m in hist), [m.value for m in remote])
+    # the warm start overfits calls to the remote model (its priciest), so GRPO makes some
     assert sum(e for e, _ in train_errors.values()) >= 1, train_errors
     print(
         f"{len(faults)} requests, faults {pd.Series(faults).value_counts().to_dict()}; "
-        f"eval errors {eval_errors}; train (errors, calls/seq) {train_errors}; "
+        f"eval errors {eval_errors}; train (errors, remote shares) {train_errors}; "
         f"{fault_pipeline['seconds']:.0f}s"
     )

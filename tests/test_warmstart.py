@@ -364,6 +364,13 @@ def test_relay_skips_questions_whose_target_returned_nothing(tokenizer):
     assert len(gold) == 1
 
 
+def test_sft_without_trajectories_names_the_failed_calls(tmp_path):
+    # every routed call failed: a clear error before the policy loads, no partial output
+    with pytest.raises(ValueError, match="no training trajectories.*failed"):
+        warm_start(tmp_path / "no-policy", [], tmp_path / "warm", WarmStartConfig())
+    assert not (tmp_path / "warm").exists() and not (tmp_path / "warm.partial").exists()
+
+
 def test_config_rejects_an_unknown_answer_source():
     with pytest.raises(ValueError, match="warm_start.answer"):
         WarmStartConfig(answer="pool")

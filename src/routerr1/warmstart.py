@@ -386,6 +386,12 @@ def warm_start(
     from routerr1.shared_prefix import shared_prefix_sft_trainer
     from routerr1.train import load_policy, lora_config
 
+    if not examples:
+        # build_examples skips questions whose target call failed or came back empty (relay)
+        raise ValueError(
+            "warm start: no training trajectories; every question's routed pool call failed or "
+            "returned an empty answer (see the pool_answers 'error' column)"
+        )
     model, tok = load_policy(policy_dir, "float32")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
