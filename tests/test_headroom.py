@@ -187,9 +187,40 @@ def test_routing_by_benchmark_sends_each_benchmark_to_its_best_model():
     assert avg.loc["by benchmark", "d_best_lo"] > 0  # paired against the best single
     assert "gsm8k -> A, nq -> B" in avg.loc["by benchmark", "detail"]
     assert "| by benchmark | yes | 100.0 |" in render_headroom(res)
+    # half the best single's cost ($1, A: ties to the cheaper): a mix of A and abstention gets
+    # 25 EM; routing by benchmark ($2, 100 EM) mixed with abstention gets the same 25 there
+    a = res.aiq.set_index("benchmark").loc[AVERAGE]
+    assert a["best_single"] == "A" and a["best_single_em"] == pytest.approx(50.0)
+    assert a["half_cost"] == pytest.approx(0.5)
+    assert a["em_at_half_cost"] == pytest.approx(25.0)
+    assert a["em_at_half_cost_with_strategies"] == pytest.approx(25.0)
+    assert "At half the best single's cost ($5.00e-01) mixing single models reaches 25.0 EM" in (
+        render_headroom(res)
+    )
     # one benchmark: routing by it is the best single model, so it is not listed
     one = headroom(_rows(ANSWERS, GOLD, COST), folds=2, seed=0, n_resamples=50)
     assert "by benchmark" not in set(one.rows["strategy"])
+
+
+def test_half_the_best_singles_cost_shows_what_a_cheaper_router_can_reach():
+    # B ($3) is right everywhere, A ($1) on the maths half only: routing maths to A keeps B's EM
+    # at $2; at half B's cost ($1.5) single models mix to 62.5 EM, with that strategy to 75
+    n = 40
+    bench = ["gsm8k" if i % 2 else "nq" for i in range(n)]
+    gold = [f"g{i}" for i in range(n)]
+    answers = {"A": [g if b == "gsm8k" else "x" for g, b in zip(gold, bench, strict=True)]}
+    answers["B"] = list(gold)
+    res = headroom(
+        _rows(answers, gold, {"A": 1.0, "B": 3.0}, benchmark=bench),
+        folds=4,
+        seed=0,
+        n_resamples=200,
+    )
+    a = res.aiq.set_index("benchmark").loc[AVERAGE]
+    assert a["best_single"] == "B" and a["best_single_em"] == pytest.approx(100.0)
+    assert a["half_cost"] == pytest.approx(1.5)
+    assert a["em_at_half_cost"] == pytest.approx(62.5)
+    assert a["em_at_half_cost_with_strategies"] == pytest.approx(75.0)
 
 
 def test_folds_are_seeded_and_stratified():

@@ -5,7 +5,8 @@ From those rows alone this module scores strategies a router could learn, so a u
 there is to gain over the best model, and at what price, before spending GPU hours:
 
 - **single models** and their **frontier**: the best EM a random mix of pool models reaches at
-  each cost (`routerr1.frontier.frontier_at`), and its AIQ;
+  each cost (`routerr1.frontier.frontier_at`), and its AIQ; at half the best single model's
+  cost, the EM that mixing single models (and the learned strategies) reaches there;
 - **oracle**: per question the cheapest model that answers correctly (reads the gold answers: an
   upper bound, not a strategy);
 - **cascades** A -> B: ask A; when a cheap observable signal says its answer is unusable (the
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from routerr1.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, PairedBootstrap
-from routerr1.frontier import aiq, hull_curve
+from routerr1.frontier import aiq, frontier_at, hull_curve
 from routerr1.methods import AVERAGE, SINGLE_PREFIX, check_single_rows
 from routerr1.metrics import normalize_answer
 from routerr1.preroute import ridge_predictions, route_by_score, tfidf
@@ -498,6 +499,7 @@ def headroom(
         best = boot.best_single()
         singles = list(zip(boot.cost_point, 100 * boot.em_point, strict=True))
         lo, hi = float(boot.cost_point.min()), float(boot.cost_point.max())
+        half = 0.5 * float(boot.cost_point[best])
         deployable = []
         for name, kind, learned, (em, cost), detail in strategies:
             cmp = boot.compare(em[idx], cost[idx], best=best)
@@ -531,6 +533,11 @@ def headroom(
                 "cost_hi": hi,
                 "aiq_single": aiq(singles, (lo, hi)),
                 "aiq_with_strategies": aiq(singles + deployable, (lo, hi)),
+                # the cost figure's budget: can anything learnable match the best single there?
+                "best_single_em": 100 * float(boot.em_point[best]),
+                "half_cost": half,
+                "em_at_half_cost": float(frontier_at(singles, half)),
+                "em_at_half_cost_with_strategies": float(frontier_at(singles + deployable, half)),
             }
         )
     return HeadroomResult(

@@ -102,7 +102,10 @@ def render_headroom(result: HeadroomResult, top_pairs: int = 5) -> str:
         out += [
             f"Best single model: {a['best_single']}. Frontier AIQ (mean frontier EM over "
             f"{fmt_cost(a['cost_lo'])}..{fmt_cost(a['cost_hi'])}): {a['aiq_single']:.1f}; with "
-            f"the learned strategies' points added: {a['aiq_with_strategies']:.1f}.",
+            f"the learned strategies' points added: {a['aiq_with_strategies']:.1f}. At half "
+            f"the best single's cost ({fmt_cost(a['half_cost'])}) mixing single models reaches "
+            f"{a['em_at_half_cost']:.1f} EM, with the learned strategies "
+            f"{a['em_at_half_cost_with_strategies']:.1f}, against its {a['best_single_em']:.1f}.",
             "",
         ]
         if page == pages[0]:
