@@ -47,6 +47,8 @@ NQ = [
     ("what language is spoken in brazil", ["Portuguese"]),
     ("who discovered penicillin", ["Alexander Fleming"]),
 ]
+NQ_TRAIN = 8  # tiny_mirror's nq/train.jsonl holds NQ[:NQ_TRAIN], test.jsonl the rest
+
 HOTPOT = [
     ("which is older, the eiffel tower or the statue of liberty", ["Statue of Liberty"]),
     ("are paris and lyon both in france", ["yes"]),
@@ -93,8 +95,8 @@ def write_jsonl(path: Path, rows) -> None:
 def tiny_mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flashrag")
     SESSION_DIRS.add(root.name)
-    write_jsonl(root / "nq" / "train.jsonl", NQ[:8])
-    write_jsonl(root / "nq" / "test.jsonl", NQ[8:])
+    write_jsonl(root / "nq" / "train.jsonl", NQ[:NQ_TRAIN])
+    write_jsonl(root / "nq" / "test.jsonl", NQ[NQ_TRAIN:])
     write_jsonl(root / "hotpotqa" / "dev.jsonl", HOTPOT)
     return root
 

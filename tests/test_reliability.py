@@ -25,7 +25,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import HOTPOT, NQ
+from conftest import HOTPOT, NQ, NQ_TRAIN
 from pool_servers import FaultServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,7 +288,7 @@ TRANSIENT = ("delay", "429", "500", "drop", "truncated")
 
 
 DATASET_QUESTIONS = {q for q, _ in NQ + HOTPOT}
-TRAIN_SPLIT_QUESTIONS = {q for q, _ in NQ[:8]}  # tiny_mirror's nq/train.jsonl
+TRAIN_SPLIT_QUESTIONS = {q for q, _ in NQ[:NQ_TRAIN]}  # tiny_mirror's nq/train.jsonl
 
 
 def poisoned(question: str) -> bool:
