@@ -17,6 +17,7 @@ from routerr1.pool.cache import call_key, call_request
 from routerr1.pool.messages import (
     CHAT_INSTRUCTION,
     EXTRACTORS,
+    PROGRAM_INSTRUCTION,
     PROMPTS,
     REASON_INSTRUCTION,
     after_answer,
@@ -28,6 +29,7 @@ from routerr1.pool.messages import (
     render_fewshot,
     resolve_extract,
 )
+from routerr1.pool.program import ProgramError, program_answer, run_program
 
 # dtype as build_pool resolves it (auto -> bfloat16 on a CPU with native bf16): the key below
 # was computed when bfloat16 was the default
@@ -58,6 +60,15 @@ def test_reason_prompt_asks_for_steps_and_a_final_answer_line() -> None:
     assert "step by step" in msgs[1]["content"]
     assert "'Answer: <answer>'" in msgs[1]["content"]
     assert msgs[1]["content"].endswith(f"Question: {GSM}")
+
+
+def test_program_prompt_asks_for_code_that_stores_answer() -> None:
+    msgs = question_messages(GSM, "chat", prompt="program")
+    assert msgs == [{"role": "user", "content": PROGRAM_INSTRUCTION.format(question=GSM)}]
+    assert "variable named answer" in msgs[0]["content"]
+    assert resolve_extract("program", None) == "run_program"
+    with pytest.raises(ValueError, match=r"prompt: 'program' needs a model"):
+        question_messages(GSM, "fewshot", prompt="program")
 
 
 @pytest.mark.parametrize(
@@ -123,6 +134,57 @@ def test_every_prompt_defaults_to_a_known_extractor() -> None:
 )
 def test_after_answer(text: str, expected: str) -> None:
     assert after_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        # a fenced program: the answer variable wins over later prints and assignments
+        (
+            "```python\neggs = 16\nused = 3 + 4\nanswer = (eggs - used) * 2\nprint(answer)\n"
+            "left = 1\n```\nThis prints 18.",
+            "18",
+        ),
+        # no fence; no answer variable: the last print, else the last assignment
+        ("x = 10 / 4\nprint(x)\ny = 3", "2.5"),
+        ("total = 7 * 3\ntotal -= 1", "20"),
+        # float results: integral ones as integers, others without float noise
+        ("answer = 0.1 + 0.2", "0.3"),
+        ("answer = 9 / 3", "3"),
+        ("answer = -(5 // 2) % 7", "5"),  # Python semantics: -2 % 7
+        # tuple unpacking, lists through sum/min/max, round and math, an unclosed fence
+        ("a, b = 3, 4\nanswer = sum([a, b, max(a, b)])", "11"),
+        ("import math\nanswer = math.ceil(7 / 2) + round(2.345, 2)", "6.35"),
+        ("from math import floor\nanswer = floor(9.9)", "9"),
+        ("```py\nanswer = 2 ** 10", "1024"),
+    ],
+)
+def test_program_answer_computes_the_result(reply: str, expected: str) -> None:
+    assert program_answer(reply) == expected
+    assert extract_answer(reply, "run_program") == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [
+        ("import os\nos.system('rm -rf /')", "unsupported statement Import"),
+        ("answer = open('/etc/passwd')", "undefined name 'open'"),
+        ("answer = (1).__class__", "unsupported expression Attribute"),
+        ("answer = 'abc'", "not a number"),
+        ("for i in range(3):\n    x = i", "unsupported statement For"),
+        ("answer = 9 ** 9 ** 9", "exponent out of range"),
+        ("answer = 10 ** 20", "number out of range"),
+        ("answer = 1 / 0", "division by zero"),
+        ("answer = undefined_name + 1", "undefined name"),
+        ("answer = (" * 400 + "1" + ")" * 400, "nested too deeply|not Python"),
+        ("The answer is 18.", "not Python"),
+        ("import math", "computes nothing"),
+    ],
+)
+def test_program_interpreter_refuses_what_it_does_not_run(code: str, needle: str) -> None:
+    with pytest.raises(ProgramError, match=needle):
+        run_program(code)
+    assert program_answer(code) == ""
 
 
 @pytest.mark.parametrize(
@@ -194,8 +256,9 @@ def test_cache_keys_differ_between_prompts_and_extractors() -> None:
         call_key(replace(ENTRY, prompt="reason"), GSM, 8),
         call_key(replace(ENTRY, prompt="reason", extract="last_number"), GSM, 8),
         call_key(replace(ENTRY, extract="last_number"), GSM, 8),
+        call_key(replace(ENTRY, prompt="program"), GSM, 8),
     }
-    assert len(keys) == 4
+    assert len(keys) == 5
     # a changed extractor must not be served answers cached under its old behaviour
     assert call_request(replace(ENTRY, prompt="reason"), GSM, 8)["extract_version"] >= 1
     # extract None means the prompt's own extractor: the same call as naming it

@@ -6,7 +6,10 @@ how the question is put) and :data:`EXTRACTORS` (``pool[].extract``: how the sho
 out of the generated text; by default the prompt's own). ``short`` with ``first_line`` is the
 original behaviour. ``reason`` asks for brief step-by-step reasoning ending in
 ``Answer: <short answer>``: it lets a model solve maths word problems, at the price of many
-output tokens. Add a variant by adding a registry entry; nothing else dispatches on its name.
+output tokens. ``program`` with ``run_program`` asks a coder model for a short arithmetic
+program and computes its result (:mod:`routerr1.pool.program`): the same skill in fewer
+tokens, where the model writes code well. Add a variant by adding a registry entry; nothing
+else dispatches on its name.
 
 The in-process backend renders these messages with the model's chat template (``chat`` style)
 or as a ``Question: ...\\nAnswer: ...`` transcript (``fewshot`` style, base models); the
@@ -24,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from routerr1.pool.program import program_answer
+
 PROMPT_STYLES = ("chat", "fewshot")
 DEFAULT_FEWSHOT: tuple[tuple[str, str], ...] = (
     ("What is the capital city of Australia?", "Canberra"),
@@ -40,6 +45,13 @@ REASON_INSTRUCTION = (
     "Answer the question. Think step by step in a few short lines of plain text (no LaTeX), "
     "then end with a last line 'Answer: <answer>', where <answer> is only the final answer: a "
     "few words, or just the number for a maths problem.\n\nQuestion: {question}"
+)
+# A coder model answers a word problem in a few dozen tokens of code where prose steps take a
+# few hundred; routerr1.pool.program computes the result without executing the reply.
+PROGRAM_INSTRUCTION = (
+    "Solve the problem with a short Python program: assign the quantities from the question to "
+    "variables, compute the result with arithmetic only, and store the final number in a "
+    "variable named answer. Reply with the program only, no explanation.\n\nQuestion: {question}"
 )
 _ANSWER_PREFIX = re.compile(
     r"^\s*(?:(?:the\s+)?(?:final\s+|short\s+)?answer\s*(?:is\s*:?|:)|a\s*:)\s*", re.IGNORECASE
@@ -62,7 +74,8 @@ def question_messages(
     turns when ``chat_examples``, then the question wrapped in :data:`CHAT_INSTRUCTION`.
     ``short``, ``fewshot`` style: the bare example pairs as user/assistant turns, then the bare
     question (rendered by :func:`render_fewshot`). ``reason`` (chat only): an optional system
-    message, then the question wrapped in :data:`REASON_INSTRUCTION`.
+    message, then the question wrapped in :data:`REASON_INSTRUCTION`; ``program`` (chat only)
+    likewise with :data:`PROGRAM_INSTRUCTION`.
     """
     check_prompt(prompt, prompt_style, chat_examples)
     return PROMPTS[prompt].build(question, prompt_style, fewshot, chat_examples, system_prompt)
@@ -90,20 +103,23 @@ def _short_messages(
     return messages
 
 
-def _reason_messages(
-    question: str,
-    prompt_style: str,
-    fewshot: Sequence[tuple[str, str]],
-    chat_examples: bool,
-    system_prompt: str | None,
-) -> list[Message]:
-    messages: list[Message] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.append(
-        {"role": "user", "content": REASON_INSTRUCTION.format(question=question.strip())}
-    )
-    return messages
+def _instruction_messages(instruction: str):
+    """A chat-only prompt: an optional system message, then the question in ``instruction``."""
+
+    def build(
+        question: str,
+        prompt_style: str,
+        fewshot: Sequence[tuple[str, str]],
+        chat_examples: bool,
+        system_prompt: str | None,
+    ) -> list[Message]:
+        messages: list[Message] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        messages.append({"role": "user", "content": instruction.format(question=question.strip())})
+        return messages
+
+    return build
 
 
 @dataclass(frozen=True)
@@ -134,11 +150,18 @@ PROMPTS: dict[str, PoolPrompt] = {
     # A base (fewshot) model has no instruction to follow and its transcript stops at the
     # first newline, so step-by-step reasoning is for chat models only.
     "reason": PoolPrompt(
-        _reason_messages,
+        _instruction_messages(REASON_INSTRUCTION),
         "after_answer",
         ("chat",),
         False,
         "brief step-by-step reasoning, then a last line 'Answer: <short answer>'",
+    ),
+    "program": PoolPrompt(
+        _instruction_messages(PROGRAM_INSTRUCTION),
+        "run_program",
+        ("chat",),
+        False,
+        "a short arithmetic Python program storing its result in 'answer' (maths problems)",
     ),
 }
 
@@ -289,6 +312,7 @@ EXTRACTORS: dict[str, Callable[[str], str]] = {
     "first_line": clean_answer,
     "after_answer": after_answer,
     "last_number": last_number,
+    "run_program": program_answer,
 }
 
 
