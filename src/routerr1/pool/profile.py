@@ -23,7 +23,10 @@ def profile_pool(
     unreachable one or a rejected key stops profiling with an error naming model and URL."""
     pool.check()
     rows = []
-    for name in tqdm(pool.names, desc="profiling pool"):
+    # one tick per answer: a 1.5B model reasoning on 200 questions takes many minutes on a CPU
+    progress = tqdm(total=len(pool.names) * len(questions), desc="pool answers", unit="call")
+    for name in pool.names:
+        progress.set_postfix_str(name)
         for start in range(0, len(questions), batch_size):
             qs = list(questions[start : start + batch_size])
             for q, g, call in zip(
@@ -47,6 +50,8 @@ def profile_pool(
                         "error": call.error,
                     }
                 )
+            progress.update(len(qs))
+    progress.close()
     calls = pd.DataFrame(rows)
     summary = []
     for name, grp in calls.groupby("model", sort=False):
