@@ -24,7 +24,7 @@ def profile_pool(
     pool.check()
     rows = []
     # one tick per answer: a 1.5B model reasoning on 200 questions takes many minutes on a CPU
-    progress = tqdm(total=len(pool.names) * len(questions), desc="pool answers", unit="call")
+    progress = tqdm(total=len(pool.names) * len(questions), desc="pool calls", unit="call")
     for name in pool.names:
         progress.set_postfix_str(name)
         for start in range(0, len(questions), batch_size):
