@@ -17,10 +17,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+def first_per_benchmark(records: list, limit: int) -> list:
+    """The first ``limit`` records of each benchmark, in their order."""
+    kept: list = []
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.benchmark] = counts.get(record.benchmark, 0) + 1
+        if counts[record.benchmark] <= limit:
+            kept.append(record)
+    return kept
 
 
 def against(policy_rows: pd.DataFrame, router_rows: list[pd.DataFrame]) -> dict:
@@ -52,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-root", default="resources/models")
     ap.add_argument("--out", required=True, help="parquet file for the rows")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
+    ap.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
     ap.add_argument(
         "--against",
         nargs="*",
@@ -70,14 +84,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     print(hardware_header(), flush=True)
+    records = read_records(f"{args.results}/data/eval.parquet")
+    if args.limit:
+        records = first_per_benchmark(records, args.limit)
+    start = time.perf_counter()
     rows = evaluate_policy_folder(
         args.configfile,
         args.data_mirror,
         args.policy,
-        read_records(f"{args.results}/data/eval.parquet"),
+        records,
         results=args.results,
         models_root=args.models_root,
+        batch_size=args.batch_size,
     )
+    print(f"{len(rows)} questions in {time.perf_counter() - start:.0f} s", flush=True)
     rows.to_parquet(args.out)
     first = first_calls(rows)
     print(rows.groupby("benchmark")[["em", "cost", "pool_calls"]].mean().to_markdown())

@@ -47,3 +47,12 @@ def test_routers_on_other_questions_are_refused():
     other = _rows([1, 1, 1, 1], cost=1.0).assign(qid=lambda d: d["qid"] + "x")
     with pytest.raises(ValueError, match="--against file 1: its questions differ"):
         evaluate_policy.against(policy, [other])
+
+
+def test_limit_keeps_the_first_questions_of_each_benchmark_in_order():
+    from types import SimpleNamespace
+
+    records = [SimpleNamespace(benchmark=b, qid=f"{b}/{i}") for i, b in enumerate("aababbba")]
+    kept = evaluate_policy.first_per_benchmark(records, 2)
+    assert [r.qid for r in kept] == ["a/0", "a/1", "b/2", "b/4"]
+    assert evaluate_policy.first_per_benchmark(records, 10) == records

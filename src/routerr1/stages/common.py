@@ -42,14 +42,19 @@ def loadable(folder: str | Path) -> Path:
 
 
 def open_pool(
-    run: RunConfig, models: Iterable[str | Path], entries: Sequence[PoolEntry] | None = None
+    run: RunConfig,
+    models: Iterable[str | Path],
+    entries: Sequence[PoolEntry] | None = None,
+    cache_path: str | Path | None = None,
 ):
-    """The pool of ``entries`` (default: the run's training pool) over the fetched folders."""
+    """The pool of ``entries`` (default: the run's training pool) over the fetched folders;
+    its call cache is ``cache_path`` (default: ``results/cache/calls.sqlite`` of the working
+    directory)."""
     from routerr1.pool.base import build_pool
     from routerr1.pool.cache import DEFAULT_CACHE_PATH, CallCache
 
     # deterministic calls are replayed from the cache; their recorded tokens are still priced
-    cache = CallCache(DEFAULT_CACHE_PATH) if run.pool_cache else None
+    cache = CallCache(cache_path or DEFAULT_CACHE_PATH) if run.pool_cache else None
     return build_pool(
         list(run.pool if entries is None else entries),
         model_dirs(models),

@@ -91,18 +91,21 @@ def evaluate_policy_folder(
     models_root: str | Path = "resources/models",
     temperature: float = 0.0,
     sample_seed: int = 0,
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Any policy folder (warm start, trained router, base model) as a router on ``records``,
     untracked: the evaluation's code path with a finished run's pool, call cache and
-    descriptors (under ``results``), for the diagnostics in ``benchmarks/``."""
+    descriptors (under ``results``), for the diagnostics in ``benchmarks/``. The policy's
+    precision and linear kernel are the run's; ``batch_size`` overrides ``eval.batch_size``."""
     from routerr1.config import load_configs
     from routerr1.evaluate import evaluate_router as run_router
     from routerr1.train import load_policy
 
     raw = load_configs(list(configfiles), {"data_mirror": data_mirror})
     run = RunConfig.from_dict(raw)
-    pool = open_pool(run, fetched_models(models_root, raw))
-    model, tok = load_policy(policy_dir, "float32")
+    cache_path = Path(results) / "cache" / "calls.sqlite"
+    pool = open_pool(run, fetched_models(models_root, raw), cache_path=cache_path)
+    model, tok = load_policy(policy_dir, run.policy_dtype)
     with pool:
         return run_router(
             model=model,
@@ -114,9 +117,10 @@ def evaluate_policy_folder(
             method=f"policy:{policy_dir}",
             family="diagnostic",
             alpha=None,
-            batch_size=run.eval.batch_size,
+            batch_size=batch_size or run.eval.batch_size,
             temperature=temperature,
             sample_seed=sample_seed,
+            linear_kernel=run.linear_kernel,
         )
 
 
