@@ -36,7 +36,8 @@ from routerr1.pool.messages import EXTRACT_VERSION, question_messages, resolve_e
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_PATH = Path("results/cache/calls.sqlite")
+CACHE_FILE = Path("cache/calls.sqlite")  # under a run's results folder
+DEFAULT_CACHE_PATH = Path("results") / CACHE_FILE
 # Bump when the key material or the table layout changes: older files are rebuilt.
 SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit

@@ -99,12 +99,12 @@ def evaluate_policy_folder(
     precision and linear kernel are the run's; ``batch_size`` overrides ``eval.batch_size``."""
     from routerr1.config import load_configs
     from routerr1.evaluate import evaluate_router as run_router
+    from routerr1.pool.cache import CACHE_FILE
     from routerr1.train import load_policy
 
     raw = load_configs(list(configfiles), {"data_mirror": data_mirror})
     run = RunConfig.from_dict(raw)
-    cache_path = Path(results) / "cache" / "calls.sqlite"
-    pool = open_pool(run, fetched_models(models_root, raw), cache_path=cache_path)
+    pool = open_pool(run, fetched_models(models_root, raw), cache_path=Path(results) / CACHE_FILE)
     model, tok = load_policy(policy_dir, run.policy_dtype)
     with pool:
         return run_router(
