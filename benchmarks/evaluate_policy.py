@@ -35,6 +35,13 @@ def first_per_benchmark(records: list, limit: int) -> list:
     return kept
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the flag that failed)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def against(policy_rows: pd.DataFrame, router_rows: list[pd.DataFrame]) -> dict:
     """Intervals of the routers (seeds averaged per question) minus ``policy_rows``, paired on
     ``qid``: ``d_em_best`` and ``d_cost_best`` of `PairedBootstrap.compare`, with the policy
@@ -64,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-root", default="resources/models")
     ap.add_argument("--out", required=True, help="parquet file for the rows")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
-    ap.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
+    ap.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="questions per batch (default: eval.batch_size)",
+    )
+    ap.add_argument(
+        "--limit", type=positive_int, help="only the first N questions of each benchmark"
+    )
     ap.add_argument(
         "--against",
         nargs="*",

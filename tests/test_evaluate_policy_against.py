@@ -56,3 +56,10 @@ def test_limit_keeps_the_first_questions_of_each_benchmark_in_order():
     kept = evaluate_policy.first_per_benchmark(records, 2)
     assert [r.qid for r in kept] == ["a/0", "a/1", "b/2", "b/4"]
     assert evaluate_policy.first_per_benchmark(records, 10) == records
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "two"])
+def test_limit_and_batch_size_refuse_anything_but_a_positive_whole_number(text, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_policy.main(["policy", "--out", "x.parquet", "--limit", text])
+    assert "--limit" in capsys.readouterr().err
