@@ -113,7 +113,6 @@ def test_cli_check_config_reports_the_key(tmp_path, raw, capsys):
         ["cpu-routing.yaml"],
         ["cpu-routing.yaml", "cpu-routing-unseen.yaml"],
         ["cpu-routing.yaml", "cpu-routing-learn.yaml"],
-        ["cpu-routing.yaml", "cpu-routing-cost.yaml"],
     ],
 )
 def test_overlays_validate_on_top_of_the_default(overlays):
