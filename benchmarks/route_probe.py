@@ -6,16 +6,18 @@
 (A run's ``checkpoints/checkpoint-N`` folders can be probed too, while training runs: they are
 removed when it ends.)
 
-For each policy and evaluation question, the policy reads the router prompt and the warm
-start's first thought up to the model's name: ``<think>This is <kind>. Let me ask `` (the kind
-from ``warm_start.question_kinds``; without it the thought starts at ``Let me ask``). Each pool
-model's name is scored as the continuation (``<name> for``, so that one name is not scored as
-a prefix of a longer one), and the scores are normalised over the pool. That is the policy's
-probability, at that point, of routing the question to each model.
+For each policy and evaluation question, the policy reads the router prompt and one of the warm
+start's first thoughts up to the model's name, e.g. ``<think>This is <kind>. Let me ask`` (the
+kind from ``warm_start.question_kinds``; ``--thoughts`` picks the templates of
+``routerr1.warmstart.FIRST_THOUGHTS`` by index, default the "Let me ask" one). Each pool model's
+name is scored as the continuation, with the template's next word (`` <name> for``, so that one
+name is not scored as a prefix of a longer one), and the scores are normalised over the pool.
+That is the policy's probability, at that point, of routing the question to each model.
 
-Prints per policy and benchmark the mean probability of each model, and the total-variation
-distance between the benchmarks' mean distributions: 0 when the route ignores the kind, 1 when
-the kinds' routes are disjoint. Greedy evaluations and sampled training rollouts show where a
+Prints per policy, template and benchmark the mean probability of each model, how many
+questions each model is the top choice for, and the total-variation distance between the
+benchmarks' mean distributions: 0 when the route ignores the kind, 1 when the kinds' routes
+are disjoint. Greedy evaluations and sampled training rollouts show where a
 policy ended; this shows how strongly each checkpoint ties its route to the kind, without
 generating. Nothing is trained or written.
 """
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-PROBE_THOUGHT = "Let me ask"  # one of the warm start's FIRST_THOUGHTS, up to the name
+DEFAULT_THOUGHT = 2  # "Let me ask {model} for the key fact."
 
 
 def continuation_logprob(model, tokenizer, prefix: str, endings: list[str]) -> np.ndarray:
@@ -56,8 +59,27 @@ def continuation_logprob(model, tokenizer, prefix: str, endings: list[str]) -> n
     return out
 
 
+def split_thought(template: str, opening: str) -> tuple[str, str, str]:
+    """(prefix, gap, next word) around ``{model}`` in a first-thought template after ``opening``.
+
+    A space before the name belongs to the name's tokens, as in the warm start's text: with
+    ``opening`` "This is a maths problem. ", "{model} should ..." scores " <name> should" after
+    "This is a maths problem."."""
+    head, tail = template.split("{model}", 1)
+    prefix = opening + head
+    gap = prefix[len(prefix.rstrip()) :]
+    following = re.match(r"\s*\S*", tail).group(0)
+    return prefix.rstrip(), gap, following
+
+
 def route_probabilities(
-    model, tokenizer, records, descriptors, kinds: dict[str, str], compressed: bool
+    model,
+    tokenizer,
+    records,
+    descriptors,
+    kinds: dict[str, str],
+    compressed: bool,
+    template: str,
 ) -> pd.DataFrame:
     """One row per question: its benchmark and each model's normalised route probability."""
     from routerr1.prompt import chat_prompt, render_router_prompt
@@ -66,9 +88,10 @@ def route_probabilities(
     rows = []
     for rec in records:
         kind = f"This is {kinds[rec.benchmark].strip()}. " if rec.benchmark in kinds else ""
+        prefix, gap, following = split_thought(template, kind)
         prompt = chat_prompt(tokenizer, render_router_prompt(rec.question, descriptors, compressed))
         scores = continuation_logprob(
-            model, tokenizer, f"{prompt}<think>{kind}{PROBE_THOUGHT}", [f" {n} for" for n in names]
+            model, tokenizer, f"{prompt}<think>{prefix}", [f"{gap}{n}{following}" for n in names]
         )
         p = np.exp(scores - scores.max())
         rows.append({"benchmark": rec.benchmark, **dict(zip(names, p / p.sum(), strict=True))})
@@ -89,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-mirror", default="../shared/data/flashrag")
     ap.add_argument("--results", default="results", help="the run's results folder")
     ap.add_argument("--per-benchmark", type=int, default=16, help="questions per benchmark")
+    ap.add_argument(
+        "--thoughts",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_THOUGHT],
+        help="indices into routerr1.warmstart.FIRST_THOUGHTS (0 1 2 for all three)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     missing = [p for p in args.policies if not Path(p).is_dir()]
@@ -102,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     from routerr1.precision import hardware_header
     from routerr1.stages.common import load_descriptors
     from routerr1.train import load_policy
+    from routerr1.warmstart import FIRST_THOUGHTS
+
+    bad = [i for i in args.thoughts if not 0 <= i < len(FIRST_THOUGHTS)]
+    if bad:
+        ap.error(f"--thoughts {bad[0]}: FIRST_THOUGHTS has {len(FIRST_THOUGHTS)} templates")
 
     torch.set_num_threads(args.threads)
     print(hardware_header({"policy": "float32"}), flush=True)
@@ -117,13 +152,28 @@ def main(argv: list[str] | None = None) -> int:
     for policy in args.policies:
         model, tok = load_policy(policy, "float32")
         model.eval()
-        probs = route_probabilities(
-            model, tok, records, descriptors, kinds, run.rollout.compressed_descriptors
-        )
-        means = probs.groupby("benchmark").mean()
-        print(f"\n## {policy}\n")
-        print(means.round(3).to_markdown())
-        print(f"\nlargest distance between two benchmarks' routes: {kind_distance(means):.3f}")
+        print(f"\n## {policy}")
+        for index in args.thoughts:
+            template = FIRST_THOUGHTS[index]
+            probs = route_probabilities(
+                model,
+                tok,
+                records,
+                descriptors,
+                kinds,
+                run.rollout.compressed_descriptors,
+                template,
+            )
+            means = probs.groupby("benchmark").mean()
+            tops = probs.set_index("benchmark").idxmax(axis=1).groupby(level=0).value_counts()
+            print(f"\n### thought {index}: {template!r}\n")
+            print(means.round(3).to_markdown())
+            print(
+                "\nquestions per top choice: "
+                + ", ".join(f"{b} → {m} {n}" for (b, m), n in tops.items())
+            )
+            distance = kind_distance(means)
+            print(f"\nlargest distance between two benchmarks' routes: {distance:.3f}")
     return 0
 
 

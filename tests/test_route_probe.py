@@ -46,3 +46,17 @@ def test_a_missing_policy_folder_is_named(tmp_path, capsys):
         route_probe.main([str(tmp_path / "checkpoint-5")])
     err = capsys.readouterr().err
     assert "no policy folder" in err and "checkpoint-5" in err
+
+
+def test_each_thought_is_split_where_the_warm_start_writes_the_name():
+    from routerr1.warmstart import FIRST_THOUGHTS
+
+    opening = "This is an arithmetic word problem. "
+    for template in FIRST_THOUGHTS:
+        prefix, gap, following = route_probe.split_thought(template, opening)
+        written = opening + template.format(model="Gemma-3-270M")
+        # the prefix, the name with its space, and the next word rebuild the warm start's text
+        assert written.startswith(prefix + gap + "Gemma-3-270M" + following)
+        assert not prefix.endswith(" ") and following.strip()
+    prefix, gap, following = route_probe.split_thought("{model} should know.", "")
+    assert (prefix, gap, following) == ("", "", " should")
