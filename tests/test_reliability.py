@@ -396,6 +396,10 @@ def fault_pipeline(tmp_path_factory, tiny_mirror, smollm2_dir):
     # model fails every training question, so its trajectories end in the gold answer (relay
     # would skip them) and still teach calls to it.
     cfg["warm_start"].update(epochs=8, learning_rate=5e-4, compliance_before=False, answer="gold")
+    # fp32 on every CPU: with bf16 autocast (auto on CPUs with native bf16) this SFT at seed 0
+    # wrote no search in 10 greedy rollouts on a Zen 4 (avx512_bf16), fp32 10 of 10, and GRPO
+    # then never called the remote model (the training check below needs it to)
+    cfg["train"]["precision"] = "fp32"
     cfg["rollout"].update(max_turn_tokens=48, max_total_tokens=128)
     conf = write_config(cfg, tmp / "config.yaml")
     env = job_env(**{KEY_ENV: SENTINEL})
